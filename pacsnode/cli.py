@@ -1,0 +1,73 @@
+"""pacsnode command line: `pacsnode serve`, options or a TOML config file."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pacsnode import __version__
+from pacsnode.config import DUPLICATE_POLICIES, ConfigError, NodeConfig, Remote, load_toml
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pacsnode", description="A high-throughput DICOM archive (PACS node).")
+    parser.add_argument("--version", action="version", version=f"pacsnode {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the DICOM node in the foreground")
+    serve.add_argument("--config", type=Path, help="TOML file with the same keys as the long options")
+    serve.add_argument("--data", type=Path, help="data folder (default ./data)")
+    serve.add_argument("--ae-title", help="our AE title (default PACSNODE)")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    serve.add_argument(
+        "--remote", action="append", metavar="AET=HOST:PORT", help="a peer we may send to (C-MOVE); repeatable"
+    )
+    serve.add_argument("--duplicate-policy", choices=DUPLICATE_POLICIES, help="a known SOP Instance UID with other content (default reject)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def build_config(args: argparse.Namespace) -> NodeConfig:
+    values: dict = load_toml(args.config) if args.config else {}
+    remotes = list(values.pop("remote", []) or [])
+    values.pop("workers", None)
+    for key in ("data", "ae_title", "host", "port", "duplicate_policy"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    remotes += args.remote or []
+    if "data" in values:
+        values["data"] = Path(values["data"])
+    values["remotes"] = tuple(Remote.parse(r) for r in remotes)
+    try:
+        return NodeConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pynetdicom logs every PDU at INFO; keep its warnings and errors only.
+    logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        parser.exit(2, f"pacsnode: error: {exc}\n")
+    if args.command == "serve":
+        from pacsnode.dimse.server import PortInUseError, serve
+
+        try:
+            serve(config)
+        except PortInUseError as exc:
+            print(f"pacsnode: error: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Node configuration: one frozen dataclass, built once by the CLI and passed down."""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+DUPLICATE_POLICIES = ("reject", "replace")
+_AET_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+
+
+class ConfigError(ValueError):
+    """A bad option or config file value; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A peer the node may open associations to (a C-MOVE destination)."""
+
+    ae_title: str
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Remote":
+        """Parse ``AET=HOST:PORT``."""
+        aet, sep, addr = text.partition("=")
+        host, sep2, port = addr.rpartition(":")
+        if not (sep and sep2 and host and port.isdigit()):
+            raise ConfigError(f"remote {text!r}: expected AET=HOST:PORT")
+        return cls(validate_ae_title(aet.strip()), host, validate_port(int(port), "remote port"))
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data: Path = Path("./data")
+    ae_title: str = "PACSNODE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    remotes: tuple[Remote, ...] = ()
+    # What to do when a SOP Instance UID arrives again with different content.
+    duplicate_policy: str = "reject"
+    # Largest P-DATA PDU we accept; larger PDUs mean fewer round trips per instance.
+    max_pdu: int = 4 * 1024 * 1024
+    # LMDB map size; it is sparse on disk and grows only as the index does.
+    index_map_size: int = 64 * 1024**3
+    network_timeout: float = 60.0
+    dimse_timeout: float = 60.0
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        validate_ae_title(self.ae_title)
+        validate_port(self.port, "port")
+        if self.duplicate_policy not in DUPLICATE_POLICIES:
+            raise ConfigError(
+                f"duplicate_policy {self.duplicate_policy!r}: use one of {', '.join(DUPLICATE_POLICIES)}"
+            )
+
+    def remote(self, ae_title: str) -> Remote | None:
+        for remote in self.remotes:
+            if remote.ae_title == ae_title.strip():
+                return remote
+        return None
+
+
+def validate_ae_title(aet: str) -> str:
+    if not _AET_RE.match(aet) or aet.strip() == "" or "\\" in aet:
+        raise ConfigError(f"AE title {aet!r}: 1 to 16 printable characters, no backslash")
+    return aet
+
+
+def validate_port(port: int, what: str) -> int:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{what} {port}: must be between 1 and 65535")
+    return port
+
+
+def load_toml(path: Path) -> dict:
+    """Read a TOML config file: the same keys as the long options (``ae_title``, ``remote`` ...)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+    known = {f.name for f in fields(NodeConfig)} | {"remote", "ae-title", "workers"}
+    unknown = sorted(set(raw) - known - {k.replace("_", "-") for k in known})
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown keys {', '.join(unknown)}")
+    return {k.replace("-", "_"): v for k, v in raw.items()}

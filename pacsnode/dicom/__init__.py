@@ -1,0 +1,1 @@
+"""DICOM wire formats and dictionaries: no I/O, no index, no network."""

@@ -1,0 +1,214 @@
+"""C-MOVE and C-GET as a service class of our own, so stored files go out untouched.
+
+pynetdicom's own retrieve SCP re-encodes every instance from a pydicom Dataset. This class
+keeps pynetdicom's negotiation, DIMSE messaging and C-CANCEL handling, and replaces the
+sub-operation loop: each instance is sent from its stored file when the peer accepted its
+transfer syntax (no decode), or converted between uncompressed syntaxes otherwise.
+"""
+from __future__ import annotations
+
+import logging
+from io import BytesIO
+from typing import TYPE_CHECKING
+
+import pynetdicom.association
+from pydicom import Dataset, dcmread
+from pynetdicom import build_context, evt
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dsutils import decode, encode
+from pynetdicom.service_class import QueryRetrieveServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+from pacsnode.dicom.uids import (
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+    PATIENT_ROOT_GET,
+    PATIENT_ROOT_MOVE,
+    QR_MODELS,
+)
+from pacsnode.dimse.sockets import set_nodelay
+from pacsnode.errors import PacsError
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
+    from pynetdicom.presentation import PresentationContext
+
+    from pacsnode.index.base import InstanceRecord
+
+LOGGER = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+WARNING = 0xB000
+SUBOPS_FAILED = 0xA702  # Out of resources: unable to perform sub-operations
+MOVE_DESTINATION_UNKNOWN = 0xA801
+UNABLE_TO_PROCESS = 0xC000
+_UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
+_MAX_CONTEXTS = 128
+_RETRIEVE_MODELS = {uid for uid, (_, op) in QR_MODELS.items() if op in ("C-MOVE", "C-GET")}
+
+
+class RetrieveServiceClass(QueryRetrieveServiceClass):
+    def _move_scp(self, req: C_MOVE, context: "PresentationContext") -> None:
+        rsp = C_MOVE()
+        self._run(req, rsp, context, is_move=True)
+
+    def _get_scp(self, req: C_GET, context: "PresentationContext") -> None:
+        rsp = C_GET()
+        self._run(req, rsp, context, is_move=False)
+
+    def _run(self, req: C_MOVE | C_GET, rsp: C_MOVE | C_GET, context: "PresentationContext", is_move: bool) -> None:
+        rsp.MessageIDBeingRespondedTo = req.MessageID
+        rsp.AffectedSOPClassUID = req.AffectedSOPClassUID
+        cx_id = context.context_id
+        ts = context.transfer_syntax[0]
+        archive = self.ae.archive
+        model_root = "PATIENT" if req.AffectedSOPClassUID in (PATIENT_ROOT_MOVE, PATIENT_ROOT_GET) else "STUDY"
+        op = "C-MOVE" if is_move else "C-GET"
+        try:
+            identifier = decode(req.Identifier, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated)
+            instances = archive.retrieve.instances(identifier, model_root)
+        except PacsError as exc:
+            LOGGER.warning("%s refused: %s", op, exc)
+            return self._final(rsp, cx_id, exc.dimse_status, comment=exc.comment)
+        except Exception:
+            LOGGER.exception("%s: cannot process the identifier", op)
+            return self._final(rsp, cx_id, UNABLE_TO_PROCESS, comment="cannot process the identifier")
+
+        store_assoc = self.assoc
+        if is_move:
+            destination = archive.config.remote(req.MoveDestination or "")
+            if destination is None:
+                LOGGER.warning("C-MOVE to unknown destination %r refused", req.MoveDestination)
+                return self._final(rsp, cx_id, MOVE_DESTINATION_UNKNOWN, comment="move destination unknown")
+            if not instances:
+                return self._final(rsp, cx_id, SUCCESS, counts=(0, 0, 0))
+            store_assoc = self.ae.associate(
+                destination.host,
+                destination.port,
+                contexts=_contexts_for(instances),
+                ae_title=destination.ae_title,
+                evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
+            )
+            if not store_assoc.is_established:
+                LOGGER.warning("C-MOVE: cannot associate with %s", destination)
+                return self._final(
+                    rsp, cx_id, SUBOPS_FAILED, counts=(0, len(instances), 0),
+                    failed=[i.sop_instance_uid for i in instances], comment="cannot associate with destination",
+                )
+        try:
+            self._suboperations(req, rsp, cx_id, ts, store_assoc, instances, is_move)
+        finally:
+            if is_move and store_assoc.is_established:
+                store_assoc.release()
+
+    def _suboperations(self, req, rsp, cx_id, ts, store_assoc: "Association", instances: list, is_move: bool) -> None:
+        total = len(instances)
+        failed: list[str] = []
+        warnings = completed = 0
+        originator = self.ae.ae_title if is_move else None
+        for n, inst in enumerate(instances):
+            if self.is_cancelled(req.MessageID):
+                LOGGER.info("retrieve cancelled after %d of %d sub-operations", n, total)
+                return self._final(
+                    rsp, cx_id, CANCEL, counts=(len(failed), warnings, completed), remaining=total - n,
+                    failed=failed + [i.sop_instance_uid for i in instances[n:]], ts=ts,
+                )
+            if not self.assoc.is_established:
+                return
+            result = _send_one(store_assoc, self.ae, inst, (req.MessageID + n + 1) % 65536, originator, req.MessageID)
+            if result == "failure":
+                failed.append(inst.sop_instance_uid)
+            elif result == "warning":
+                warnings += 1
+            else:
+                completed += 1
+            if n + 1 < total:
+                rsp.Status = PENDING
+                rsp.Identifier = None
+                rsp.NumberOfRemainingSuboperations = total - n - 1
+                rsp.NumberOfFailedSuboperations = len(failed)
+                rsp.NumberOfWarningSuboperations = warnings
+                rsp.NumberOfCompletedSuboperations = completed
+                self.dimse.send_msg(rsp, cx_id)
+        if not failed and not warnings:
+            code = SUCCESS
+        elif len(failed) == total:
+            code = SUBOPS_FAILED
+        else:
+            code = WARNING
+        self._final(rsp, cx_id, code, counts=(len(failed), warnings, completed), failed=failed, ts=ts)
+
+    def _final(
+        self, rsp, cx_id: int, code: int, counts: tuple[int, int, int] | None = None, remaining: int | None = None,
+        failed: list[str] | None = None, comment: str | None = None, ts=None,
+    ) -> None:
+        rsp.Status = code
+        rsp.NumberOfRemainingSuboperations = remaining
+        if counts is not None:
+            rsp.NumberOfFailedSuboperations, rsp.NumberOfWarningSuboperations, rsp.NumberOfCompletedSuboperations = counts
+        if comment:
+            rsp.ErrorComment = comment[:64]
+        rsp.Identifier = None
+        if failed:
+            ds = Dataset()
+            ds.FailedSOPInstanceUIDList = failed
+            ts = ts or self.assoc._accepted_cx[cx_id].transfer_syntax[0]
+            rsp.Identifier = BytesIO(encode(ds, ts.is_implicit_VR, ts.is_little_endian, ts.is_deflated))
+        self.dimse.send_msg(rsp, cx_id)
+
+
+def _contexts_for(instances: list["InstanceRecord"]) -> list:
+    """Propose each stored syntax alone (so it is chosen when supported), then an
+    uncompressed fallback per SOP class."""
+    exact = list(dict.fromkeys((i.sop_class_uid, i.transfer_syntax) for i in instances))
+    classes = list(dict.fromkeys(i.sop_class_uid for i in instances))
+    fallback = [(c, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for c in classes]
+    wanted = fallback[:_MAX_CONTEXTS // 2] + [(c, [t]) for c, t in exact]
+    return [build_context(c, ts) for c, ts in wanted[:_MAX_CONTEXTS]]
+
+
+def _send_one(assoc: "Association", ae, inst: "InstanceRecord", msg_id: int, originator: str | None, originator_id: int) -> str:
+    """C-STORE one instance; returns 'success', 'warning' or 'failure'."""
+    path = ae.archive.blobs.local_path(inst.blob_id)
+    kwargs = {"msg_id": msg_id or 1}
+    if originator:
+        kwargs.update(originator_aet=originator, originator_id=originator_id)
+    try:
+        try:
+            status = assoc.send_c_store(path, **kwargs)
+        except ValueError:
+            # No context with the stored syntax: pynetdicom converts between the
+            # uncompressed syntaxes; compressed data needs transcoding (not yet).
+            if inst.transfer_syntax not in _UNCOMPRESSED:
+                LOGGER.warning("peer accepts no syntax for %s stored as %s", inst.sop_instance_uid, inst.transfer_syntax)
+                return "failure"
+            status = assoc.send_c_store(dcmread(path), **kwargs)
+    except Exception:
+        LOGGER.exception("C-STORE sub-operation for %s failed", inst.sop_instance_uid)
+        return "failure"
+    code = getattr(status, "Status", None)
+    if code is None:
+        return "failure"
+    if code == SUCCESS:
+        return "success"
+    if code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
+        return "warning"
+    return "failure"
+
+
+_original_lookup = uid_to_service_class
+
+
+def _lookup(uid: str):
+    if uid in _RETRIEVE_MODELS:
+        return RetrieveServiceClass
+    return _original_lookup(uid)
+
+
+def install() -> None:
+    """Route C-MOVE/C-GET models to RetrieveServiceClass (pynetdicom resolves service
+    classes through this module-level name; pinned pynetdicom version in pyproject)."""
+    pynetdicom.association.uid_to_service_class = _lookup

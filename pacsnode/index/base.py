@@ -1,0 +1,57 @@
+"""The interface every index (LMDB now, PostgreSQL later) implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from pacsnode.dicom.matching import Matcher
+
+
+@dataclass
+class InstanceRecord:
+    """What the index keeps of one stored instance; ``attrs`` maps keyword -> value at all levels."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    series_uid: str
+    study_uid: str
+    patient_key: str
+    transfer_syntax: str
+    blob_id: str
+    size: int
+    sha256: str
+    attrs: dict = field(default_factory=dict)
+    stored_at: float = 0.0
+
+
+@dataclass
+class AddResult:
+    added: bool
+    # The record already held under this SOP Instance UID when ``added`` is False.
+    existing: InstanceRecord | None = None
+
+
+class Index(ABC):
+    @abstractmethod
+    def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None: ...
+
+    @abstractmethod
+    def add_instance(self, record: InstanceRecord) -> AddResult:
+        """Add durably; if the SOP Instance UID is already indexed, change nothing."""
+
+    @abstractmethod
+    def replace_instance(self, record: InstanceRecord) -> InstanceRecord:
+        """Point an existing SOP Instance UID at new content; returns the old record."""
+
+    @abstractmethod
+    def find(self, level: str, matchers: dict[str, Matcher]) -> Iterator[dict]:
+        """Yield a view (keyword -> value, all upper levels and computed keys included)
+        of every entity at ``level`` that all matchers accept."""
+
+    @abstractmethod
+    def instances_under(self, level: str, key: str) -> Iterator[InstanceRecord]:
+        """Every instance of the patient/study/series/instance with this unique key."""
+
+    @abstractmethod
+    def close(self) -> None: ...

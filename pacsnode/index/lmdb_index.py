@@ -1,0 +1,343 @@
+"""The LMDB index: msgpack records per level, child lists and secondary keys in dupsort tables.
+
+Tables (one environment, opened after fork in each process):
+  patients, studies, series, instances   key -> msgpack record
+  c_patient, c_study, c_series           parent key -> child keys (dupsort)
+  ix_pname, ix_sdate, ix_acc, ix_mod     attribute value -> entity key (dupsort)
+Every write is one transaction, committed with fsync before the caller acknowledges.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import lmdb
+import msgpack
+
+from pacsnode.dicom.attributes import LEVEL_ATTRIBUTES, UNIQUE_KEYS
+from pacsnode.dicom.matching import Matcher, _pn_forms
+from pacsnode.errors import OutOfResourcesError
+from pacsnode.index.base import AddResult, Index, InstanceRecord
+
+LOGGER = logging.getLogger(__name__)
+
+_LEVEL_DB = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series", "IMAGE": "instances"}
+_CHILDREN = {"PATIENT": "c_patient", "STUDY": "c_study", "SERIES": "c_series"}
+_PLAIN = ("patients", "studies", "series", "instances")
+_DUPSORT = ("c_patient", "c_study", "c_series", "ix_pname", "ix_sdate", "ix_acc", "ix_mod")
+# LMDB keys (and dupsort values) are limited to 511 bytes; longer values are cut and the
+# matcher re-checks every candidate anyway.
+_MAX_KEY = 480
+
+
+def _k(text: str | None) -> bytes:
+    # LMDB refuses empty keys; an empty Patient ID is still a (shared) patient.
+    return (text or "\x00").encode("utf-8")[:_MAX_KEY]
+
+
+def _put_secondary(txn: lmdb.Transaction, db, value: str | None, entity_key: bytes) -> None:
+    """Index a non-empty attribute value; empty values only ever match universally."""
+    if value:
+        txn.put(_k(value), entity_key, db=db)
+
+
+def _pack(obj: dict) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def _unpack(raw: bytes) -> dict:
+    return msgpack.unpackb(raw, raw=False)
+
+
+def _level_attrs(attrs: dict, level: str) -> dict:
+    return {kw: attrs[kw] for kw in LEVEL_ATTRIBUTES[level] if attrs.get(kw) is not None}
+
+
+def _date(value: str | None) -> str:
+    return (value or "").replace(".", "").replace("-", "")
+
+
+class LmdbIndex(Index):
+    def __init__(self, path: Path, map_size: int = 64 * 1024**3) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.env = lmdb.open(
+            str(path),
+            map_size=map_size,
+            max_dbs=len(_PLAIN) + len(_DUPSORT),
+            sync=True,
+            metasync=True,
+            readahead=False,
+            max_readers=512,
+        )
+        self.db = {name: self.env.open_db(name.encode()) for name in _PLAIN}
+        self.db.update({name: self.env.open_db(name.encode(), dupsort=True) for name in _DUPSORT})
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- writes -------------------------------------------------------------------------
+
+    def add_instance(self, record: InstanceRecord) -> AddResult:
+        try:
+            with self.env.begin(write=True) as txn:
+                raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])
+                if raw is not None:
+                    return AddResult(False, self._instance(record.sop_instance_uid, _unpack(raw)))
+                self._add(txn, record)
+                return AddResult(True)
+        except lmdb.MapFullError as exc:
+            raise OutOfResourcesError("index full: raise index_map_size") from exc
+
+    def replace_instance(self, record: InstanceRecord) -> InstanceRecord:
+        try:
+            with self.env.begin(write=True) as txn:
+                key = _k(record.sop_instance_uid)
+                old = _unpack(txn.get(key, db=self.db["instances"]))
+                new = dict(old)
+                new.update(
+                    a=_level_attrs(record.attrs, "IMAGE"),
+                    cls=record.sop_class_uid,
+                    ts=record.transfer_syntax,
+                    blob=record.blob_id,
+                    size=record.size,
+                    sha=record.sha256,
+                    t=record.stored_at or time.time(),
+                )
+                txn.put(key, _pack(new), db=self.db["instances"])
+                return self._instance(record.sop_instance_uid, old)
+        except lmdb.MapFullError as exc:
+            raise OutOfResourcesError("index full: raise index_map_size") from exc
+
+    def _add(self, txn: lmdb.Transaction, rec: InstanceRecord) -> None:
+        db = self.db
+        attrs = rec.attrs
+        study_key = _k(rec.study_uid)
+        study_raw = txn.get(study_key, db=db["studies"])
+        if study_raw is None:
+            patient_key = _k(rec.patient_key)
+            patient = self._get(txn, "patients", patient_key)
+            if patient is None:
+                patient = {"a": _level_attrs(attrs, "PATIENT"), "ns": 0, "nse": 0, "ni": 0}
+                for form in set(_pn_forms(attrs.get("PatientName") or "")):
+                    _put_secondary(txn, db["ix_pname"], form, patient_key)
+            study = {"a": _level_attrs(attrs, "STUDY"), "p": rec.patient_key, "ns": 0, "ni": 0, "mod": [], "cls": []}
+            patient["ns"] += 1
+            txn.put(patient_key, study_key, db=db["c_patient"])
+            _put_secondary(txn, db["ix_sdate"], _date(attrs.get("StudyDate")), study_key)
+            _put_secondary(txn, db["ix_acc"], attrs.get("AccessionNumber"), study_key)
+        else:
+            study = _unpack(study_raw)
+            if study["p"] != rec.patient_key:
+                LOGGER.warning(
+                    "instance %s carries another Patient ID than its study %s; filed under the study's patient",
+                    rec.sop_instance_uid,
+                    rec.study_uid,
+                )
+            patient_key = _k(study["p"])
+            patient = self._get(txn, "patients", patient_key)
+        rec.patient_key = study["p"]
+
+        series_key = _k(rec.series_uid)
+        series = self._get(txn, "series", series_key)
+        if series is None:
+            series = {"a": _level_attrs(attrs, "SERIES"), "st": rec.study_uid, "ni": 0}
+            study["ns"] += 1
+            patient["nse"] += 1
+            modality = attrs.get("Modality")
+            if modality and modality not in study["mod"]:
+                study["mod"].append(modality)
+            txn.put(study_key, series_key, db=db["c_study"])
+            _put_secondary(txn, db["ix_mod"], modality, series_key)
+        if rec.sop_class_uid not in study["cls"]:
+            study["cls"].append(rec.sop_class_uid)
+        series["ni"] += 1
+        study["ni"] += 1
+        patient["ni"] += 1
+
+        sop_key = _k(rec.sop_instance_uid)
+        txn.put(series_key, sop_key, db=db["c_series"])
+        txn.put(sop_key, _pack(self._instance_dict(rec)), db=db["instances"])
+        txn.put(series_key, _pack(series), db=db["series"])
+        txn.put(study_key, _pack(study), db=db["studies"])
+        txn.put(patient_key, _pack(patient), db=db["patients"])
+
+    @staticmethod
+    def _instance_dict(rec: InstanceRecord) -> dict:
+        return {
+            "a": _level_attrs(rec.attrs, "IMAGE"),
+            "cls": rec.sop_class_uid,
+            "se": rec.series_uid,
+            "st": rec.study_uid,
+            "p": rec.patient_key,
+            "ts": rec.transfer_syntax,
+            "blob": rec.blob_id,
+            "size": rec.size,
+            "sha": rec.sha256,
+            "t": rec.stored_at or time.time(),
+        }
+
+    # -- reads --------------------------------------------------------------------------
+
+    def _get(self, txn: lmdb.Transaction, table: str, key: bytes) -> dict | None:
+        raw = txn.get(key, db=self.db[table])
+        return None if raw is None else _unpack(raw)
+
+    @staticmethod
+    def _instance(sop_uid: str, d: dict) -> InstanceRecord:
+        return InstanceRecord(
+            sop_instance_uid=sop_uid,
+            sop_class_uid=d["cls"],
+            series_uid=d["se"],
+            study_uid=d["st"],
+            patient_key=d["p"],
+            transfer_syntax=d["ts"],
+            blob_id=d["blob"],
+            size=d["size"],
+            sha256=d["sha"],
+            attrs=d["a"],
+            stored_at=d["t"],
+        )
+
+    def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        with self.env.begin() as txn:
+            d = self._get(txn, "instances", _k(sop_instance_uid))
+        return None if d is None else self._instance(sop_instance_uid, d)
+
+    def _children(self, txn: lmdb.Transaction, table: str, key: bytes) -> list[bytes]:
+        cur = txn.cursor(db=self.db[table])
+        return list(cur.iternext_dup(keys=False)) if cur.set_key(key) else []
+
+    def _dup_lookup(self, txn: lmdb.Transaction, table: str, keys: Iterable[str]) -> list[bytes]:
+        out: list[bytes] = []
+        for key in keys:
+            out.extend(self._children(txn, table, _k(key)))
+        return out
+
+    def _dup_range(self, txn: lmdb.Transaction, table: str, lo: bytes, hi: bytes | None) -> Iterator[bytes]:
+        cur = txn.cursor(db=self.db[table])
+        if not cur.set_range(lo):
+            return
+        for key, value in cur:
+            if hi is not None and key > hi:
+                return
+            yield value
+
+    def _dup_prefix(self, txn: lmdb.Transaction, table: str, prefix: str) -> Iterator[bytes]:
+        p = _k(prefix)
+        cur = txn.cursor(db=self.db[table])
+        if not cur.set_range(p):
+            return
+        for key, value in cur:
+            if not key.startswith(p):
+                return
+            yield value
+
+    def _candidates(self, txn: lmdb.Transaction, level: str, m: dict[str, Matcher]) -> Iterable[bytes]:
+        """Pick the narrowest access path the query allows; the matchers re-check every hit."""
+
+        def exact(kw: str) -> tuple[str, ...] | None:
+            return m[kw].exact if kw in m and m[kw].exact is not None else None
+
+        unique = exact(UNIQUE_KEYS[level])
+        if unique is not None:
+            return [_k(u) for u in unique]
+        if level == "IMAGE":
+            if (series := exact("SeriesInstanceUID")) is not None:
+                return self._dup_lookup(txn, "c_series", series)
+            if (studies := exact("StudyInstanceUID")) is not None:
+                return [i for s in self._dup_lookup(txn, "c_study", studies) for i in self._children(txn, "c_series", s)]
+        if level == "SERIES":
+            if (studies := exact("StudyInstanceUID")) is not None:
+                return self._dup_lookup(txn, "c_study", studies)
+        if level == "STUDY":
+            if (pids := exact("PatientID")) is not None:
+                return self._dup_lookup(txn, "c_patient", pids)
+            if (acc := exact("AccessionNumber")) is not None:
+                return self._dup_lookup(txn, "ix_acc", acc)
+            if (dates := exact("StudyDate")) is not None:
+                return self._dup_lookup(txn, "ix_sdate", [_date(d) for d in dates])
+            if "StudyDate" in m and m["StudyDate"].range is not None:
+                lo, hi = m["StudyDate"].range
+                return list(self._dup_range(txn, "ix_sdate", _k(lo or "0"), _k(hi) if hi else None))
+        if level in ("PATIENT", "STUDY") and "PatientName" in m:
+            pm = m["PatientName"]
+            patients: list[bytes] | None = None
+            if pm.exact is not None:
+                patients = self._dup_lookup(txn, "ix_pname", pm.exact)
+            elif pm.prefix:
+                patients = list(self._dup_prefix(txn, "ix_pname", pm.prefix))
+            if patients is not None:
+                patients = list(dict.fromkeys(patients))
+                if level == "PATIENT":
+                    return patients
+                return [s for p in patients for s in self._children(txn, "c_patient", p)]
+        if level == "SERIES" and (mods := exact("Modality")) is not None:
+            return self._dup_lookup(txn, "ix_mod", mods)
+        return txn.cursor(db=self.db[_LEVEL_DB[level]]).iternext(values=False)
+
+    def find(self, level: str, matchers: dict[str, Matcher]) -> Iterator[dict]:
+        with self.env.begin() as txn:
+            cache: dict[tuple[str, bytes], dict | None] = {}
+            seen: set[bytes] = set()
+            for key in self._candidates(txn, level, matchers):
+                if key in seen:
+                    continue
+                seen.add(key)
+                view = self._view(txn, level, key, cache)
+                if view is not None and all(matcher(view.get(kw)) for kw, matcher in matchers.items()):
+                    yield view
+
+    def _cached(self, txn: lmdb.Transaction, cache: dict, table: str, key: bytes) -> dict | None:
+        if (table, key) not in cache:
+            cache[(table, key)] = self._get(txn, table, key)
+        return cache[(table, key)]
+
+    def _view(self, txn: lmdb.Transaction, level: str, key: bytes, cache: dict) -> dict | None:
+        """Merge the entity's attributes with its ancestors' and its computed keys."""
+        view: dict = {}
+        rec = self._get(txn, _LEVEL_DB[level], key)
+        if rec is None:
+            return None
+        if level == "IMAGE":
+            view.update(rec["a"], SOPClassUID=rec["cls"], _blob=rec["blob"], _ts=rec["ts"])
+            series = self._cached(txn, cache, "series", _k(rec["se"]))
+        else:
+            series = rec if level == "SERIES" else None
+        if series is not None:
+            view.update(series["a"], NumberOfSeriesRelatedInstances=series["ni"])
+            study = self._cached(txn, cache, "studies", _k(series["st"]))
+        else:
+            study = rec if level == "STUDY" else None
+        if study is not None:
+            view.update(
+                study["a"],
+                NumberOfStudyRelatedSeries=study["ns"],
+                NumberOfStudyRelatedInstances=study["ni"],
+                ModalitiesInStudy=study["mod"],
+                SOPClassesInStudy=study["cls"],
+            )
+            patient = self._cached(txn, cache, "patients", _k(study["p"]))
+        else:
+            patient = rec
+        if patient is not None:
+            view.update(
+                patient["a"],
+                NumberOfPatientRelatedStudies=patient["ns"],
+                NumberOfPatientRelatedSeries=patient["nse"],
+                NumberOfPatientRelatedInstances=patient["ni"],
+            )
+        view["_key"] = key.decode("utf-8", "replace")
+        return view
+
+    def instances_under(self, level: str, key: str) -> Iterator[InstanceRecord]:
+        with self.env.begin() as txn:
+            keys = [_k(key)]
+            for parent in ("PATIENT", "STUDY", "SERIES")[("PATIENT", "STUDY", "SERIES", "IMAGE").index(level):]:
+                keys = [c for k in keys for c in self._children(txn, _CHILDREN[parent], k)]
+            records = [(k, self._get(txn, "instances", k)) for k in keys]
+        for k, d in records:
+            if d is not None:
+                yield self._instance(k.decode("utf-8"), d)

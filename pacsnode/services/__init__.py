@@ -1,0 +1,1 @@
+"""Archive logic (store, query, retrieve) over the index and the blob store only."""

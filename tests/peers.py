@@ -1,0 +1,94 @@
+"""Real peers for the integration tests: DCMTK's programs and a node started as a process."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, why: str) -> None:
+    """A missing peer fails under CI=true and skips elsewhere (never counted as a pass)."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"{why} (CI=true: missing peers are failures)")
+    pytest.skip(why)
+
+
+def dcmtk(program: str) -> str:
+    """Path to DCMTK's program, not pynetdicom's app of the same name earlier on PATH."""
+    candidates = [f"/usr/bin/{program}", shutil.which(program)]
+    for path in candidates:
+        if path and os.path.exists(path):
+            out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+            if "dcmtk" in out.lower() or "OFFIS" in out:
+                return path
+    require(False, f"DCMTK {program} not installed (apt-get install dcmtk)")
+    raise AssertionError  # unreachable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
+
+
+class Node:
+    """`pacsnode serve` as a real process, restartable on the same data folder."""
+
+    def __init__(self, data: Path, remotes: dict[str, int] | None = None, ae_title: str = "PACSNODE", extra: list[str] | None = None) -> None:
+        self.data = data
+        self.port = free_port()
+        self.ae_title = ae_title
+        self.remotes = remotes or {}
+        self.extra = extra or []
+        self.proc: subprocess.Popen | None = None
+        self.log = data.parent / f"{data.name}.log"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "pacsnode.cli", "serve", "--data", str(self.data), "--port", str(self.port), "--ae-title", self.ae_title]
+        for aet, port in self.remotes.items():
+            cmd += ["--remote", f"{aet}=127.0.0.1:{port}"]
+        return cmd + self.extra
+
+    def start(self) -> "Node":
+        self._log_fh = open(self.log, "ab")
+        self.proc = subprocess.Popen(self.command(), stdout=self._log_fh, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        code = self.proc.wait(timeout=20)
+        self._log_fh.close()
+        self.proc = None
+        return code
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
