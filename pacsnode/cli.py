@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--duplicate-policy", choices=DUPLICATE_POLICIES, help="a known SOP Instance UID with other content (default reject)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub.add_parser("conformance", help="print the DICOM Conformance Statement (docs/conformance.md)")
     return parser
 
 
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "conformance":
+        from pacsnode.conformance import render
+
+        print(render(), end="")
+        return 0
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pynetdicom logs every PDU at INFO; keep its warnings and errors only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
