@@ -1,0 +1,188 @@
+"""The store service and LMDB index on the real corpus, in-process (no network)."""
+from __future__ import annotations
+
+import os
+import warnings
+
+import pydicom
+import pytest
+from pydicom.multival import MultiValue
+
+from pacsnode._native import header
+from pacsnode.dicom.attributes import INDEXED
+from pacsnode.dicom.matching import build_matcher
+from pacsnode.errors import DuplicateInstanceError, MalformedDatasetError, MissingAttributeError
+from pacsnode.index import LmdbIndex
+from pacsnode.services.store import DUPLICATE, REPLACED, STORED, StoreService
+from pacsnode.storage import FileBlobStore
+from tests.corpus import corpus_files
+
+
+# Corpus files whose dataset cannot be walked as their transfer syntax says: cut short, or
+# (SC_rgb_jpeg) encoded in implicit VR under an explicit VR syntax.
+BAD = ["MR_truncated.dcm", "rtplan_truncated.dcm", "SC_rgb_jpeg.dcm"]
+
+
+def _part10(path: str):
+    """(pydicom dataset, transfer syntax, dataset bytes after the file meta) or None."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception:
+            return None
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not ts or not all(ds.get(k) for k in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")):
+        return None
+    raw = open(path, "rb").read()
+    if raw[128:132] != b"DICM" or os.path.basename(path) in BAD:
+        return None
+    with open(path, "rb") as fh:
+        pydicom.filereader.read_preamble(fh, False)
+        pydicom.filereader._read_file_meta_info(fh)
+        offset = fh.tell()
+    return ds, str(ts), raw[offset:]
+
+
+CORPUS = [p for p in corpus_files() if _part10(p) is not None]
+
+
+
+def _expected(ds: pydicom.Dataset, keyword: str):
+    elem = ds[keyword]
+    value = elem.value
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, MultiValue):
+        return "\\".join(str(v) for v in value) if elem.VR not in ("US", "SS", "UL", "SL", "FL", "FD") else list(value)
+    if elem.VR in ("US", "SS", "UL", "SL"):
+        return int(value)
+    return str(value).strip(" \x00") or None
+
+
+def _store_first(service: StoreService, data: bytes, ts: str) -> bool:
+    """Store unless the SOP Instance UID is already held (in another syntax)."""
+    try:
+        return service.store(data, ts).result == STORED
+    except DuplicateInstanceError:
+        return False
+
+
+@pytest.fixture
+def service(tmp_path):
+    index = LmdbIndex(tmp_path / "index", map_size=1 << 30)
+    yield StoreService(index, FileBlobStore(tmp_path / "blobs"))
+    index.close()
+
+
+def test_corpus_is_big_enough():
+    assert len(CORPUS) > 100
+
+
+def test_store_indexes_what_pydicom_reads(service, tmp_path):
+    mismatches = []
+    seen: set[str] = set()
+    for path in CORPUS:
+        ds, ts, data = _part10(path)
+        if str(ds.SOPInstanceUID) in seen:
+            # The corpus holds some instances twice, or in several syntaxes: the first one stays.
+            assert not _store_first(service, data, ts)
+            continue
+        seen.add(str(ds.SOPInstanceUID))
+        outcome = service.store(data, ts, str(ds.SOPClassUID), str(ds.SOPInstanceUID), "TESTSCU")
+        assert outcome.result == STORED, path
+        stored = service.blobs.read(outcome.record.blob_id)
+        assert stored.endswith(data), f"{path}: stored bytes differ from received"
+        meta = pydicom.dcmread(service.blobs.local_path(outcome.record.blob_id), stop_before_pixels=True).file_meta
+        assert meta.TransferSyntaxUID == ts and meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+        for kw in INDEXED:
+            if kw in ds and kw not in ("SOPInstanceUID",):
+                want = _expected(ds, kw)
+                got = outcome.record.attrs.get(kw)
+                if got != want:
+                    mismatches.append((os.path.basename(path), kw, want, got))
+    assert not mismatches, mismatches[:20]
+
+
+def test_counts_and_computed_keys(service):
+    by_study: dict[str, set] = {}
+    series_of: dict[str, set] = {}
+    for path in CORPUS:
+        ds, ts, data = _part10(path)
+        if _store_first(service, data, ts):
+            by_study.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SOPInstanceUID))
+            series_of.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SeriesInstanceUID))
+    views = list(service.index.find("STUDY", {}))
+    assert {v["StudyInstanceUID"] for v in views} == set(by_study)
+    for v in views:
+        uid = v["StudyInstanceUID"]
+        assert v["NumberOfStudyRelatedInstances"] == len(by_study[uid])
+        assert v["NumberOfStudyRelatedSeries"] == len(series_of[uid])
+        listed = {r.sop_instance_uid for r in service.index.instances_under("STUDY", uid)}
+        assert listed == by_study[uid]
+
+
+def test_keyed_lookups_agree_with_full_scan(service):
+    for path in CORPUS:
+        ds, ts, data = _part10(path)
+        _store_first(service, data, ts)
+    everything = list(service.index.find("STUDY", {}))
+    for keyword, vr in (("PatientID", "LO"), ("AccessionNumber", "SH"), ("StudyDate", "DA"), ("PatientName", "PN")):
+        for view in everything:
+            value = view.get(keyword)
+            if not value:
+                continue
+            matcher = build_matcher(keyword, vr, value)
+            keyed = {v["StudyInstanceUID"] for v in service.index.find("STUDY", {keyword: matcher})}
+            scanned = {v["StudyInstanceUID"] for v in everything if matcher(v.get(keyword))}
+            assert keyed == scanned, (keyword, value)
+
+
+def test_duplicates(service, tmp_path):
+    ds, ts, data = _part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
+    assert service.store(data, ts).result == STORED
+    assert service.store(data, ts).result == DUPLICATE
+    changed = bytearray(data)
+    changed[-1] ^= 0xFF  # last pixel byte
+    with pytest.raises(DuplicateInstanceError):
+        service.store(bytes(changed), ts)
+    blobs = [f for _, _, files in os.walk(tmp_path / "blobs") for f in files]
+    assert len(blobs) == 1
+    service.duplicate_policy = "replace"
+    assert service.store(bytes(changed), ts).result == REPLACED
+    record = service.index.get_instance(str(ds.SOPInstanceUID))
+    assert service.blobs.read(record.blob_id).endswith(bytes(changed))
+    blobs = [f for _, _, files in os.walk(tmp_path / "blobs") for f in files]
+    assert len(blobs) == 1
+    assert next(service.index.find("STUDY", {}))["NumberOfStudyRelatedInstances"] == 1
+
+
+def test_truncated_and_incomplete_datasets_are_refused(service, tmp_path):
+    ds, ts, data = _part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
+    for cut in (7, 100, len(data) // 2, len(data) - 3):
+        with pytest.raises(MalformedDatasetError):
+            service.store(data[:cut], ts)
+    del ds.SeriesInstanceUID
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    with pytest.raises(MissingAttributeError):
+        service.store(buf.getvalue(), ts)
+    assert not any(files for _, _, files in os.walk(tmp_path / "blobs"))
+    assert list(service.index.find("STUDY", {})) == []
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_files_are_refused(service, name, tmp_path):
+    path = next(p for p in corpus_files() if os.path.basename(p) == name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    raw = open(path, "rb").read()
+    _, offset = header.read_file_meta(raw)
+    with pytest.raises(MalformedDatasetError):
+        service.store(raw[offset:], str(meta.TransferSyntaxUID))
+    assert not any(files for _, _, files in os.walk(tmp_path / "blobs"))
