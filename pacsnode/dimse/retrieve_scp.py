@@ -8,17 +8,19 @@ transfer syntax (no decode), or converted between uncompressed syntaxes otherwis
 from __future__ import annotations
 
 import logging
+import time
 from io import BytesIO
 from typing import TYPE_CHECKING
 
 import pynetdicom.association
 from pydicom import Dataset, dcmread
 from pynetdicom import build_context, evt
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from pacsnode._native import header
 from pacsnode.dicom.uids import (
     EXPLICIT_VR_BE,
     EXPLICIT_VR_LE,
@@ -172,20 +174,31 @@ def _contexts_for(instances: list["InstanceRecord"]) -> list:
 
 def _send_one(assoc: "Association", ae, inst: "InstanceRecord", msg_id: int, originator: str | None, originator_id: int) -> str:
     """C-STORE one instance; returns 'success', 'warning' or 'failure'."""
-    path = ae.archive.blobs.local_path(inst.blob_id)
-    kwargs = {"msg_id": msg_id or 1}
-    if originator:
-        kwargs.update(originator_aet=originator, originator_id=originator_id)
+    blobs = ae.archive.blobs
+    msg_id = msg_id or 1
     try:
+        path = blobs.local_path(inst.blob_id)
+        part10 = None if path is not None else blobs.read(inst.blob_id)
+        # Raises ValueError when the peer accepted no context with the stored syntax.
+        assoc._get_valid_context(inst.sop_class_uid, inst.transfer_syntax, "scu", allow_conversion=False)
+        if path is not None:  # a large instance: pynetdicom streams it from its file
+            kwargs = {"originator_aet": originator, "originator_id": originator_id} if originator else {}
+            status = assoc.send_c_store(path, msg_id=msg_id, **kwargs)
+        else:
+            status = send_encoded(assoc, inst, part10, msg_id, originator, originator_id)
+    except ValueError:
+        # No context with the stored syntax: pynetdicom converts between the uncompressed
+        # syntaxes; compressed data needs transcoding (not yet).
+        if inst.transfer_syntax not in _UNCOMPRESSED:
+            LOGGER.warning("peer accepts no syntax for %s stored as %s", inst.sop_instance_uid, inst.transfer_syntax)
+            return "failure"
         try:
-            status = assoc.send_c_store(path, **kwargs)
-        except ValueError:
-            # No context with the stored syntax: pynetdicom converts between the
-            # uncompressed syntaxes; compressed data needs transcoding (not yet).
-            if inst.transfer_syntax not in _UNCOMPRESSED:
-                LOGGER.warning("peer accepts no syntax for %s stored as %s", inst.sop_instance_uid, inst.transfer_syntax)
-                return "failure"
-            status = assoc.send_c_store(dcmread(path), **kwargs)
+            source = path if path is not None else BytesIO(part10)
+            kwargs = {"originator_aet": originator, "originator_id": originator_id} if originator else {}
+            status = assoc.send_c_store(dcmread(source), msg_id=msg_id, **kwargs)
+        except Exception:
+            LOGGER.exception("C-STORE sub-operation for %s failed", inst.sop_instance_uid)
+            return "failure"
     except Exception:
         LOGGER.exception("C-STORE sub-operation for %s failed", inst.sop_instance_uid)
         return "failure"
@@ -197,6 +210,37 @@ def _send_one(assoc: "Association", ae, inst: "InstanceRecord", msg_id: int, ori
     if code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
         return "warning"
     return "failure"
+
+
+def send_encoded(
+    assoc: "Association", inst: "InstanceRecord", part10: bytes, msg_id: int, originator: str | None, originator_id: int
+) -> Dataset:
+    """C-STORE already-encoded bytes in their own syntax: the tail of pynetdicom's
+    ``Association.send_c_store`` after its encode step (pinned pynetdicom version)."""
+    _, offset = header.read_file_meta(part10)
+    context = assoc._get_valid_context(inst.sop_class_uid, inst.transfer_syntax, "scu", allow_conversion=False)
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.Priority = 2
+    req.AffectedSOPClassUID = inst.sop_class_uid
+    req.AffectedSOPInstanceUID = inst.sop_instance_uid
+    if originator:
+        req.MoveOriginatorApplicationEntityTitle = originator
+        req.MoveOriginatorMessageID = originator_id
+    req.DataSet = BytesIO(memoryview(part10)[offset:])
+    # Pause the acceptor reactor (as send_c_store does) so it cannot take our response.
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, context.context_id)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    if rsp is None:
+        assoc._handle_no_response()
+        return Dataset()
+    return assoc._check_received_status(rsp)
 
 
 _original_lookup = uid_to_service_class

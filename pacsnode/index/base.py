@@ -37,8 +37,15 @@ class Index(ABC):
     def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None: ...
 
     @abstractmethod
+    def get_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
+        """The indexed records among these UIDs, in one read."""
+
+    @abstractmethod
+    def add_instances(self, records: list[InstanceRecord]) -> list[AddResult]:
+        """Add all in one durable transaction; a UID already indexed changes nothing."""
+
     def add_instance(self, record: InstanceRecord) -> AddResult:
-        """Add durably; if the SOP Instance UID is already indexed, change nothing."""
+        return self.add_instances([record])[0]
 
     @abstractmethod
     def replace_instance(self, record: InstanceRecord) -> InstanceRecord:

@@ -80,14 +80,20 @@ class LmdbIndex(Index):
 
     # -- writes -------------------------------------------------------------------------
 
-    def add_instance(self, record: InstanceRecord) -> AddResult:
+    def add_instances(self, records: list[InstanceRecord]) -> list[AddResult]:
+        if not records:
+            return []
         try:
             with self.env.begin(write=True) as txn:
-                raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])
-                if raw is not None:
-                    return AddResult(False, self._instance(record.sop_instance_uid, _unpack(raw)))
-                self._add(txn, record)
-                return AddResult(True)
+                results = []
+                for record in records:
+                    raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])
+                    if raw is not None:
+                        results.append(AddResult(False, self._instance(record.sop_instance_uid, _unpack(raw))))
+                    else:
+                        self._add(txn, record)
+                        results.append(AddResult(True))
+                return results
         except lmdb.MapFullError as exc:
             raise OutOfResourcesError("index full: raise index_map_size") from exc
 
@@ -202,9 +208,16 @@ class LmdbIndex(Index):
         )
 
     def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
+        return self.get_instances([sop_instance_uid]).get(sop_instance_uid)
+
+    def get_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
+        found = {}
         with self.env.begin() as txn:
-            d = self._get(txn, "instances", _k(sop_instance_uid))
-        return None if d is None else self._instance(sop_instance_uid, d)
+            for uid in sop_instance_uids:
+                d = self._get(txn, "instances", _k(uid))
+                if d is not None:
+                    found[uid] = self._instance(uid, d)
+        return found
 
     def _children(self, txn: lmdb.Transaction, table: str, key: bytes) -> list[bytes]:
         cur = txn.cursor(db=self.db[table])

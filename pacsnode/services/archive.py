@@ -6,18 +6,19 @@ from dataclasses import dataclass
 from pacsnode.config import NodeConfig
 from pacsnode.index import LmdbIndex
 from pacsnode.index.base import Index
+from pacsnode.services.commit import GroupCommitter
 from pacsnode.services.query import QueryService
 from pacsnode.services.retrieve import RetrieveService
 from pacsnode.services.store import StoreService
-from pacsnode.storage import FileBlobStore
-from pacsnode.storage.base import BlobStore
+from pacsnode.storage import LocalBlobStore
 
 
 @dataclass
 class Archive:
     config: NodeConfig
     index: Index
-    blobs: BlobStore
+    blobs: LocalBlobStore
+    committer: GroupCommitter
     store: StoreService
     query: QueryService
     retrieve: RetrieveService
@@ -27,15 +28,19 @@ class Archive:
         """Open the archive under ``config.data`` (call after fork: LMDB handles do not survive it)."""
         config.data.mkdir(parents=True, exist_ok=True)
         index = LmdbIndex(config.data / "index", map_size=config.index_map_size)
-        blobs = FileBlobStore(config.data / "blobs")
+        blobs = LocalBlobStore(config.data / "blobs")
+        committer = GroupCommitter(index, blobs, config.duplicate_policy)
         return cls(
             config=config,
             index=index,
             blobs=blobs,
-            store=StoreService(index, blobs, config.duplicate_policy),
+            committer=committer,
+            store=StoreService(committer),
             query=QueryService(index, blobs, config.ae_title),
             retrieve=RetrieveService(index),
         )
 
     def close(self) -> None:
+        self.committer.close()
+        self.blobs.close()
         self.index.close()

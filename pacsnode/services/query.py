@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from io import BytesIO
 from typing import Iterator
 
 from pydicom import Dataset, dcmread
@@ -99,7 +100,9 @@ class QueryService:
                 return
             blob_id = first.blob_id
         try:
-            stored = dcmread(self.blobs.local_path(blob_id), stop_before_pixels=True, specific_tags=tags)
+            path = self.blobs.local_path(blob_id)
+            source = path if path is not None else BytesIO(self.blobs.read(blob_id))
+            stored = dcmread(source, stop_before_pixels=True, specific_tags=tags)
         except Exception:
             LOGGER.exception("cannot read stored instance %s for return keys", blob_id)
             return

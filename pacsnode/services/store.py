@@ -1,18 +1,24 @@
-"""Ingest: scan the encoded dataset natively, keep it byte for byte, index it, then acknowledge."""
+"""Ingest: scan the encoded dataset natively, keep it byte for byte, index it, then acknowledge.
+
+``prepare`` (scan, validate, checksum) runs in the receiving thread; the durable part runs
+in the group committer, which shares one fdatasync and one index transaction among all
+instances that arrived meanwhile. ``store`` returns only once the instance is durable.
+"""
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from pacsnode._native import header
 from pacsnode.dicom.attributes import INDEXED, SCAN_TAGS, TAG_SPECIFIC_CHARACTER_SET, charset_encodings, decode_value
 from pacsnode.dicom.meta import build_file_meta
 from pacsnode.dicom.syntax import encoding_of, inflated
-from pacsnode.errors import DuplicateInstanceError, MissingAttributeError
-from pacsnode.index.base import Index, InstanceRecord
-from pacsnode.storage.base import BlobStore, new_blob_id
+from pacsnode.errors import MissingAttributeError
+from pacsnode.index.base import InstanceRecord
 
 LOGGER = logging.getLogger(__name__)
 
@@ -29,6 +35,22 @@ class StoreOutcome:
     record: InstanceRecord
 
 
+@dataclass
+class PendingInstance:
+    """A scanned, validated instance on its way to the committer."""
+
+    record: InstanceRecord
+    # The Part 10 bytes as chunks (file meta, dataset), or a spooled file holding them.
+    chunks: list[bytes | memoryview] | None = None
+    spooled: Path | None = None
+    future: Future = field(default_factory=Future)
+
+
+def content_digest(transfer_syntax: str) -> "hashlib._Hash":
+    """The checksum that identifies an instance's content: syntax and dataset bytes."""
+    return hashlib.sha256(transfer_syntax.encode() + b"\x00")
+
+
 def index_attributes(dataset: bytes | memoryview, transfer_syntax: str) -> dict:
     """Decode the indexed attributes of an encoded dataset (no pixel data is read)."""
     implicit, little = encoding_of(transfer_syntax)
@@ -43,10 +65,53 @@ def index_attributes(dataset: bytes | memoryview, transfer_syntax: str) -> dict:
 
 
 class StoreService:
-    def __init__(self, index: Index, blobs: BlobStore, duplicate_policy: str = "reject") -> None:
-        self.index = index
-        self.blobs = blobs
-        self.duplicate_policy = duplicate_policy
+    def __init__(self, committer) -> None:
+        self.committer = committer
+
+    def prepare(
+        self,
+        dataset: bytes | memoryview,
+        transfer_syntax: str,
+        sop_class_uid: str | None = None,
+        sop_instance_uid: str | None = None,
+        source_ae: str | None = None,
+        *,
+        sha256: str | None = None,
+        spooled: Path | None = None,
+    ) -> PendingInstance:
+        """Scan and validate one encoded dataset (without File Meta).
+
+        ``spooled``: the dataset is already in this file behind the file meta built from the
+        request's UIDs (a large instance received in pieces), and ``sha256`` its digest.
+        """
+        attrs = index_attributes(dataset, transfer_syntax)
+        for kw in _REQUIRED:
+            if not attrs.get(kw):
+                raise MissingAttributeError(f"{kw} is missing or empty")
+        for kw, announced in (("SOPClassUID", sop_class_uid), ("SOPInstanceUID", sop_instance_uid)):
+            if announced and attrs[kw] != announced.strip("\x00 "):
+                raise MissingAttributeError(f"{kw} differs from the request's Affected {kw}")
+        if sha256 is None:
+            digest = content_digest(transfer_syntax)
+            digest.update(dataset)
+            sha256 = digest.hexdigest()
+        record = InstanceRecord(
+            sop_instance_uid=attrs["SOPInstanceUID"],
+            sop_class_uid=attrs["SOPClassUID"],
+            series_uid=attrs["SeriesInstanceUID"],
+            study_uid=attrs["StudyInstanceUID"],
+            patient_key=attrs.get("PatientID") or "",
+            transfer_syntax=transfer_syntax,
+            blob_id="",
+            size=len(dataset),
+            sha256=sha256,
+            attrs=attrs,
+            stored_at=time.time(),
+        )
+        if spooled is not None:
+            return PendingInstance(record, spooled=spooled)
+        meta = build_file_meta(record.sop_class_uid, record.sop_instance_uid, transfer_syntax, source_ae)
+        return PendingInstance(record, chunks=[meta, dataset])
 
     def store(
         self,
@@ -56,55 +121,6 @@ class StoreService:
         sop_instance_uid: str | None = None,
         source_ae: str | None = None,
     ) -> StoreOutcome:
-        """Store one encoded dataset (without File Meta); returns once it is durable and indexed."""
-        attrs = index_attributes(dataset, transfer_syntax)
-        for kw in _REQUIRED:
-            if not attrs.get(kw):
-                raise MissingAttributeError(f"{kw} is missing or empty")
-        for kw, announced in (("SOPClassUID", sop_class_uid), ("SOPInstanceUID", sop_instance_uid)):
-            if announced and attrs[kw] != announced.strip("\x00 "):
-                raise MissingAttributeError(f"{kw} differs from the request's Affected {kw}")
-
-        digest = hashlib.sha256(transfer_syntax.encode() + b"\x00")
-        digest.update(dataset)
-        record = InstanceRecord(
-            sop_instance_uid=attrs["SOPInstanceUID"],
-            sop_class_uid=attrs["SOPClassUID"],
-            series_uid=attrs["SeriesInstanceUID"],
-            study_uid=attrs["StudyInstanceUID"],
-            patient_key=attrs.get("PatientID") or "",
-            transfer_syntax=transfer_syntax,
-            blob_id=new_blob_id(),
-            size=len(dataset),
-            sha256=digest.hexdigest(),
-            attrs=attrs,
-            stored_at=time.time(),
-        )
-        existing = self.index.get_instance(record.sop_instance_uid)
-        if existing is not None:
-            return self._duplicate(existing, record, dataset, source_ae)
-
-        meta = build_file_meta(record.sop_class_uid, record.sop_instance_uid, transfer_syntax, source_ae)
-        self.blobs.put(record.blob_id, [meta, dataset])
-        added = self.index.add_instance(record)
-        if not added.added:  # another association stored the same UID meanwhile
-            self.blobs.delete(record.blob_id)
-            return self._duplicate(added.existing, record, dataset, source_ae)
-        return StoreOutcome(STORED, record)
-
-    def _duplicate(
-        self, existing: InstanceRecord, record: InstanceRecord, dataset: bytes | memoryview, source_ae: str | None
-    ) -> StoreOutcome:
-        if existing.sha256 == record.sha256:
-            return StoreOutcome(DUPLICATE, existing)
-        moved = (existing.study_uid, existing.series_uid) != (record.study_uid, record.series_uid)
-        if self.duplicate_policy != "replace" or moved:
-            # A replacement may correct an instance, never move it to another series or patient.
-            LOGGER.warning("rejected different content for stored SOP Instance %s", record.sop_instance_uid)
-            raise DuplicateInstanceError("SOP Instance UID already stored with other content")
-        meta = build_file_meta(record.sop_class_uid, record.sop_instance_uid, record.transfer_syntax, source_ae)
-        self.blobs.put(record.blob_id, [meta, dataset])
-        old = self.index.replace_instance(record)
-        self.blobs.delete(old.blob_id)
-        LOGGER.info("replaced SOP Instance %s with new content", record.sop_instance_uid)
-        return StoreOutcome(REPLACED, record)
+        """Store one encoded dataset; returns once it is durable and indexed."""
+        pending = self.prepare(dataset, transfer_syntax, sop_class_uid, sop_instance_uid, source_ae)
+        return self.committer.submit(pending).result()

@@ -1,5 +1,5 @@
-"""Blob storage: opaque byte blobs keyed by our own UUIDs; knows nothing of DICOM."""
+"""Blob storage: opaque byte blobs keyed by ids the store chooses; knows nothing of DICOM."""
 from pacsnode.storage.base import BlobStore
-from pacsnode.storage.files import FileBlobStore
+from pacsnode.storage.local import LocalBlobStore
 
-__all__ = ["BlobStore", "FileBlobStore"]
+__all__ = ["BlobStore", "LocalBlobStore"]

@@ -1,38 +1,30 @@
-"""The interface every blob store (local files, later S3 or segments) implements."""
+"""The interface every blob store (local disk now, S3 later) implements."""
 from __future__ import annotations
 
-import re
-import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-_BLOB_ID = re.compile(r"^[0-9a-f]{32}$")
-
-
-def new_blob_id() -> str:
-    return uuid.uuid4().hex
-
-
-def check_blob_id(blob_id: str) -> str:
-    """Blob ids come from the index; refuse anything that could escape the store."""
-    if not _BLOB_ID.match(blob_id):
-        raise ValueError(f"invalid blob id {blob_id!r}")
-    return blob_id
-
 
 class BlobStore(ABC):
-    @abstractmethod
-    def put(self, blob_id: str, chunks: list[bytes | memoryview]) -> None:
-        """Write the blob durably (on disk, fsync'd) before returning."""
+    """Opaque byte blobs under ids the store chooses; knows nothing of DICOM."""
 
     @abstractmethod
-    def read(self, blob_id: str) -> bytes:
-        ...
+    def put_many(self, blobs: list[list[bytes | memoryview]]) -> list[str]:
+        """Write each blob (given as chunks) durably (fsync'd) and return their ids."""
 
     @abstractmethod
-    def local_path(self, blob_id: str) -> Path:
-        """A file path holding the blob, for senders that stream from a file."""
+    def adopt(self, path: Path) -> str:
+        """Take over a complete, fsync'd file (a large instance spooled to disk)."""
 
     @abstractmethod
-    def delete(self, blob_id: str) -> None:
-        ...
+    def read(self, blob_id: str) -> bytes: ...
+
+    @abstractmethod
+    def local_path(self, blob_id: str) -> Path | None:
+        """A file holding exactly this blob, for senders that stream from files; or None."""
+
+    @abstractmethod
+    def delete(self, blob_id: str) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...

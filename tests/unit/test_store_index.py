@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from io import BytesIO
 
 import pydicom
 import pytest
@@ -12,9 +13,9 @@ from pacsnode._native import header
 from pacsnode.dicom.attributes import INDEXED
 from pacsnode.dicom.matching import build_matcher
 from pacsnode.errors import DuplicateInstanceError, MalformedDatasetError, MissingAttributeError
-from pacsnode.index import LmdbIndex
+from pacsnode.config import NodeConfig
 from pacsnode.services.store import DUPLICATE, REPLACED, STORED, StoreService
-from pacsnode.storage import FileBlobStore
+from pacsnode.services.archive import Archive
 from tests.corpus import corpus_files
 
 
@@ -69,17 +70,26 @@ def _store_first(service: StoreService, data: bytes, ts: str) -> bool:
 
 
 @pytest.fixture
-def service(tmp_path):
-    index = LmdbIndex(tmp_path / "index", map_size=1 << 30)
-    yield StoreService(index, FileBlobStore(tmp_path / "blobs"))
-    index.close()
+def archive(tmp_path):
+    archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 30))
+    yield archive
+    archive.close()
+
+
+@pytest.fixture
+def service(archive):
+    return archive.store
+
+
+def _bytes_on_disk(archive) -> int:
+    return sum(f.stat().st_size for f in archive.blobs.root.rglob("*") if f.is_file())
 
 
 def test_corpus_is_big_enough():
     assert len(CORPUS) > 100
 
 
-def test_store_indexes_what_pydicom_reads(service, tmp_path):
+def test_store_indexes_what_pydicom_reads(archive, service):
     mismatches = []
     seen: set[str] = set()
     for path in CORPUS:
@@ -91,9 +101,9 @@ def test_store_indexes_what_pydicom_reads(service, tmp_path):
         seen.add(str(ds.SOPInstanceUID))
         outcome = service.store(data, ts, str(ds.SOPClassUID), str(ds.SOPInstanceUID), "TESTSCU")
         assert outcome.result == STORED, path
-        stored = service.blobs.read(outcome.record.blob_id)
+        stored = archive.blobs.read(outcome.record.blob_id)
         assert stored.endswith(data), f"{path}: stored bytes differ from received"
-        meta = pydicom.dcmread(service.blobs.local_path(outcome.record.blob_id), stop_before_pixels=True).file_meta
+        meta = pydicom.dcmread(BytesIO(stored), stop_before_pixels=True).file_meta
         assert meta.TransferSyntaxUID == ts and meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         for kw in INDEXED:
             if kw in ds and kw not in ("SOPInstanceUID",):
@@ -104,7 +114,7 @@ def test_store_indexes_what_pydicom_reads(service, tmp_path):
     assert not mismatches, mismatches[:20]
 
 
-def test_counts_and_computed_keys(service):
+def test_counts_and_computed_keys(archive, service):
     by_study: dict[str, set] = {}
     series_of: dict[str, set] = {}
     for path in CORPUS:
@@ -112,52 +122,51 @@ def test_counts_and_computed_keys(service):
         if _store_first(service, data, ts):
             by_study.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SOPInstanceUID))
             series_of.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SeriesInstanceUID))
-    views = list(service.index.find("STUDY", {}))
+    views = list(archive.index.find("STUDY", {}))
     assert {v["StudyInstanceUID"] for v in views} == set(by_study)
     for v in views:
         uid = v["StudyInstanceUID"]
         assert v["NumberOfStudyRelatedInstances"] == len(by_study[uid])
         assert v["NumberOfStudyRelatedSeries"] == len(series_of[uid])
-        listed = {r.sop_instance_uid for r in service.index.instances_under("STUDY", uid)}
+        listed = {r.sop_instance_uid for r in archive.index.instances_under("STUDY", uid)}
         assert listed == by_study[uid]
 
 
-def test_keyed_lookups_agree_with_full_scan(service):
+def test_keyed_lookups_agree_with_full_scan(archive, service):
     for path in CORPUS:
         ds, ts, data = _part10(path)
         _store_first(service, data, ts)
-    everything = list(service.index.find("STUDY", {}))
+    everything = list(archive.index.find("STUDY", {}))
     for keyword, vr in (("PatientID", "LO"), ("AccessionNumber", "SH"), ("StudyDate", "DA"), ("PatientName", "PN")):
         for view in everything:
             value = view.get(keyword)
             if not value:
                 continue
             matcher = build_matcher(keyword, vr, value)
-            keyed = {v["StudyInstanceUID"] for v in service.index.find("STUDY", {keyword: matcher})}
+            keyed = {v["StudyInstanceUID"] for v in archive.index.find("STUDY", {keyword: matcher})}
             scanned = {v["StudyInstanceUID"] for v in everything if matcher(v.get(keyword))}
             assert keyed == scanned, (keyword, value)
 
 
-def test_duplicates(service, tmp_path):
+def test_duplicates(archive, service):
     ds, ts, data = _part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
     assert service.store(data, ts).result == STORED
+    size = _bytes_on_disk(archive)
     assert service.store(data, ts).result == DUPLICATE
     changed = bytearray(data)
     changed[-1] ^= 0xFF  # last pixel byte
     with pytest.raises(DuplicateInstanceError):
         service.store(bytes(changed), ts)
-    blobs = [f for _, _, files in os.walk(tmp_path / "blobs") for f in files]
-    assert len(blobs) == 1
-    service.duplicate_policy = "replace"
+    assert _bytes_on_disk(archive) == size
+    assert archive.blobs.read(archive.index.get_instance(str(ds.SOPInstanceUID)).blob_id).endswith(data)
+    archive.committer.duplicate_policy = "replace"
     assert service.store(bytes(changed), ts).result == REPLACED
-    record = service.index.get_instance(str(ds.SOPInstanceUID))
-    assert service.blobs.read(record.blob_id).endswith(bytes(changed))
-    blobs = [f for _, _, files in os.walk(tmp_path / "blobs") for f in files]
-    assert len(blobs) == 1
-    assert next(service.index.find("STUDY", {}))["NumberOfStudyRelatedInstances"] == 1
+    record = archive.index.get_instance(str(ds.SOPInstanceUID))
+    assert archive.blobs.read(record.blob_id).endswith(bytes(changed))
+    assert next(archive.index.find("STUDY", {}))["NumberOfStudyRelatedInstances"] == 1
 
 
-def test_truncated_and_incomplete_datasets_are_refused(service, tmp_path):
+def test_truncated_and_incomplete_datasets_are_refused(archive, service):
     ds, ts, data = _part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
     for cut in (7, 100, len(data) // 2, len(data) - 3):
         with pytest.raises(MalformedDatasetError):
@@ -171,12 +180,12 @@ def test_truncated_and_incomplete_datasets_are_refused(service, tmp_path):
     write_dataset(buf, ds)
     with pytest.raises(MissingAttributeError):
         service.store(buf.getvalue(), ts)
-    assert not any(files for _, _, files in os.walk(tmp_path / "blobs"))
-    assert list(service.index.find("STUDY", {})) == []
+    assert _bytes_on_disk(archive) == 0
+    assert list(archive.index.find("STUDY", {})) == []
 
 
 @pytest.mark.parametrize("name", BAD)
-def test_bad_files_are_refused(service, name, tmp_path):
+def test_bad_files_are_refused(archive, service, name):
     path = next(p for p in corpus_files() if os.path.basename(p) == name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -185,4 +194,4 @@ def test_bad_files_are_refused(service, name, tmp_path):
     _, offset = header.read_file_meta(raw)
     with pytest.raises(MalformedDatasetError):
         service.store(raw[offset:], str(meta.TransferSyntaxUID))
-    assert not any(files for _, _, files in os.walk(tmp_path / "blobs"))
+    assert _bytes_on_disk(archive) == 0

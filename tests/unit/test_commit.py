@@ -1,0 +1,96 @@
+"""Group commit: concurrent stores share batches, and every acknowledged instance survives a reopen."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from pacsnode.config import NodeConfig
+from pacsnode.errors import DuplicateInstanceError
+from pacsnode.services.archive import Archive
+from pacsnode.services.store import DUPLICATE, STORED
+
+
+def encoded(sop_uid: str, study: str = "1.2.3", series: str = "1.2.3.4", pixel: bytes = b"\x01" * 64) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = series
+    ds.PatientID = "P1"
+    ds.PatientName = "Test^Batch"
+    ds.Modality = "OT"
+    ds.add_new(0x7FE00010, "OB", pixel)
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def archive(tmp_path):
+    archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
+    yield archive
+    archive.close()
+
+
+def test_concurrent_stores_are_batched_and_durable(tmp_path):
+    archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
+    uids = [generate_uid() for _ in range(200)]
+    batches: list[int] = []
+    real_put_many = archive.blobs.put_many
+
+    def counting_put_many(blobs):
+        batches.append(len(blobs))
+        return real_put_many(blobs)
+
+    archive.blobs.put_many = counting_put_many
+    results: list[str] = []
+
+    def send(chunk: list[str]) -> None:
+        for uid in chunk:
+            results.append(archive.store.store(encoded(uid), ExplicitVRLittleEndian).result)
+
+    threads = [threading.Thread(target=send, args=(uids[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(STORED) == 200
+    assert sum(batches) == 200
+    assert max(batches) > 1, "concurrent stores never shared a commit"
+    archive.close()
+
+    reopened = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
+    try:
+        held = reopened.index.get_instances(uids)
+        assert set(held) == set(uids)
+        for uid in uids[:20]:
+            assert reopened.blobs.read(held[uid].blob_id).endswith(encoded(uid))
+    finally:
+        reopened.close()
+
+
+def test_same_instance_twice_in_one_batch(archive):
+    uid = generate_uid()
+    first = archive.store.prepare(encoded(uid), ExplicitVRLittleEndian)
+    same = archive.store.prepare(encoded(uid), ExplicitVRLittleEndian)
+    other = archive.store.prepare(encoded(uid, pixel=b"\x02" * 64), ExplicitVRLittleEndian)
+    archive.committer._commit([first, same, other])
+    assert first.future.result().result == STORED
+    assert same.future.result().result == DUPLICATE
+    with pytest.raises(DuplicateInstanceError):
+        other.future.result()
+
+
+def test_replace_never_moves_an_instance(archive):
+    uid = generate_uid()
+    archive.committer.duplicate_policy = "replace"
+    assert archive.store.store(encoded(uid), ExplicitVRLittleEndian).result == STORED
+    with pytest.raises(DuplicateInstanceError):
+        archive.store.store(encoded(uid, series="1.2.3.5", pixel=b"\x03" * 64), ExplicitVRLittleEndian)
+    assert archive.index.get_instance(uid).series_uid == "1.2.3.4"
