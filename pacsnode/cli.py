@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--remote", action="append", metavar="AET=HOST:PORT", help="a peer we may send to (C-MOVE); repeatable"
     )
+    serve.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
+    serve.add_argument(
+        "--no-fast-path", dest="fast_path", action="store_const", const=False,
+        help="serve storage associations with pynetdicom too (slower; for comparison)",
+    )
     serve.add_argument("--duplicate-policy", choices=DUPLICATE_POLICIES, help="a known SOP Instance UID with other content (default reject)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.add_parser("conformance", help="print the DICOM Conformance Statement (docs/conformance.md)")
@@ -32,8 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 def build_config(args: argparse.Namespace) -> NodeConfig:
     values: dict = load_toml(args.config) if args.config else {}
     remotes = list(values.pop("remote", []) or [])
-    values.pop("workers", None)
-    for key in ("data", "ae_title", "host", "port", "duplicate_policy"):
+    for key in ("data", "ae_title", "host", "port", "duplicate_policy", "workers", "fast_path"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     remotes += args.remote or []

@@ -1,6 +1,7 @@
 """Node configuration: one frozen dataclass, built once by the CLI and passed down."""
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -39,6 +40,10 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 11112
     remotes: tuple[Remote, ...] = ()
+    # Worker processes accepting on the one port (each with its own index handles).
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # Storage-only associations on the asyncio upper layer; off: pynetdicom serves all.
+    fast_path: bool = True
     # What to do when a SOP Instance UID arrives again with different content.
     duplicate_policy: str = "reject"
     # Largest P-DATA PDU we accept; larger PDUs mean fewer round trips per instance.
@@ -47,11 +52,12 @@ class NodeConfig:
     index_map_size: int = 64 * 1024**3
     network_timeout: float = 60.0
     dimse_timeout: float = 60.0
-    extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         validate_ae_title(self.ae_title)
         validate_port(self.port, "port")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers {self.workers}: use 1 to 256")
         if self.duplicate_policy not in DUPLICATE_POLICIES:
             raise ConfigError(
                 f"duplicate_policy {self.duplicate_policy!r}: use one of {', '.join(DUPLICATE_POLICIES)}"
@@ -85,7 +91,7 @@ def load_toml(path: Path) -> dict:
         raise ConfigError(f"config file {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
-    known = {f.name for f in fields(NodeConfig)} | {"remote", "ae-title", "workers"}
+    known = {f.name for f in fields(NodeConfig)} | {"remote"}
     unknown = sorted(set(raw) - known - {k.replace("_", "-") for k in known})
     if unknown:
         raise ConfigError(f"config file {path}: unknown keys {', '.join(unknown)}")

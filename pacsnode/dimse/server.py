@@ -1,45 +1,144 @@
-"""Serve the archive over DICOM in the foreground until SIGINT/SIGTERM."""
+"""Serve the archive over DICOM in the foreground: one listening socket, N worker processes.
+
+The parent binds the port (so a busy port is reported at once), then forks the workers;
+each opens its own LMDB environment and group committer after the fork and accepts on
+the shared socket. The parent restarts a worker that dies and stops all on SIGINT/SIGTERM.
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import os
 import signal
-import threading
+import socket
+import time
+
+from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.config import NodeConfig
+from pacsnode.dicom.uids import STORAGE_SOP_CLASSES, VERIFICATION
 from pacsnode.dimse.ae import build_ae, event_handlers
+from pacsnode.dimse.dispatch import Dispatcher
 from pacsnode.services.archive import Archive
+from pacsnode.ul.storage_scp import FastPathContext
 
 LOGGER = logging.getLogger(__name__)
+
+_GRACE_SECONDS = 10.0
+_FAST_SYNTAXES = set(STORAGE_SOP_CLASSES.values()) | {VERIFICATION}
 
 
 class PortInUseError(OSError):
     pass
 
 
-def serve(config: NodeConfig, ready: threading.Event | None = None) -> None:
-    archive = Archive.open(config)
-    stop = threading.Event()
+def make_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        ae = build_ae(archive)
-        try:
-            server = ae.start_server((config.host, config.port), block=False, evt_handlers=event_handlers(archive))
-        except OSError as exc:
-            raise PortInUseError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        LOGGER.info(
-            "%s listening on %s:%d, data in %s, %d remote(s)",
-            config.ae_title,
-            config.host,
-            config.port,
-            config.data.resolve(),
-            len(config.remotes),
-        )
-        if ready is not None:
-            ready.set()
-        stop.wait()
-        LOGGER.info("shutting down")
-        server.shutdown()
-        ae.shutdown()
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUseError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(config: NodeConfig) -> None:
+    listener = make_listener(config.host, config.port)
+    LOGGER.info(
+        "%s listening on %s:%d with %d worker(s), data in %s, %d remote(s)",
+        config.ae_title,
+        config.host,
+        config.port,
+        config.workers,
+        config.data.resolve(),
+        len(config.remotes),
+    )
+    if config.workers <= 1:
+        run_worker(config, listener)
+    else:
+        _supervise(config, listener)
+    listener.close()
+
+
+def _supervise(config: NodeConfig, listener: socket.socket) -> None:
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+
+    def stop(*_) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    workers = {}
+    for n in range(config.workers):
+        workers[n] = ctx.Process(target=run_worker, args=(config, listener), name=f"pacsnode-worker-{n}")
+        workers[n].start()
+    while not stopping:
+        time.sleep(0.2)
+        for n, proc in list(workers.items()):
+            if not proc.is_alive() and not stopping:
+                LOGGER.error("worker %d exited with %s; restarting it", n, proc.exitcode)
+                workers[n] = ctx.Process(target=run_worker, args=(config, listener), name=f"pacsnode-worker-{n}")
+                workers[n].start()
+    LOGGER.info("shutting down %d worker(s)", len(workers))
+    for proc in workers.values():
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in workers.values():
+        proc.join(_GRACE_SECONDS + 5)
+        if proc.is_alive():
+            proc.kill()
+
+
+def run_worker(config: NodeConfig, listener: socket.socket) -> None:
+    """One worker: its own archive handles, a pynetdicom AE and the asyncio fast path."""
+    try:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+    except ImportError:  # uvloop is a dependency; plain asyncio still works without it
+        loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    archive = Archive.open(config)
+    ae = build_ae(archive)
+    # Never serves its own (ephemeral, loopback) port: the dispatcher hands it sockets.
+    pynetdicom_server = ae.make_server(
+        ("127.0.0.1", 0), evt_handlers=event_handlers(archive), server_class=ThreadedAssociationServer
+    )
+    fast = FastPathContext(
+        archive=archive,
+        supported=[cx for cx in ae.supported_contexts if cx.abstract_syntax in _FAST_SYNTAXES],
+        max_pdu=config.max_pdu,
+        idle_timeout=config.network_timeout,
+    )
+    dispatcher = Dispatcher(listener, fast if config.fast_path else None, pynetdicom_server, ae.acse_timeout)
+    stopped = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+
+    async def main() -> None:
+        accepting = loop.create_task(dispatcher.serve())
+        await stopped.wait()
+        accepting.cancel()
+        deadline = time.monotonic() + _GRACE_SECONDS
+        # Let associations in progress finish their current work before closing them.
+        while (dispatcher.fast_associations or ae.active_associations) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for transport in list(dispatcher.fast_associations):
+            transport.abort()
+
+    try:
+        loop.run_until_complete(main())
     finally:
+        for assoc in ae.active_associations:
+            assoc.abort()
+        pynetdicom_server.server_close()
         archive.close()
+        loop.close()
+        LOGGER.info("worker %d stopped", os.getpid())

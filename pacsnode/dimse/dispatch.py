@@ -1,0 +1,86 @@
+"""Accept connections and route each association: storage-only ones to the asyncio fast
+path, everything else (queries, retrieves, mixed proposals) to pynetdicom.
+
+The A-ASSOCIATE-RQ is read with MSG_PEEK, so whichever side takes the socket reads the
+association request itself from the start of the stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from pynetdicom.transport import ThreadedAssociationServer
+
+from pacsnode.ul import pdu
+from pacsnode.ul.negotiation import decode_request, suits_fast_path
+from pacsnode.ul.storage_scp import FastPathContext, StorageAssociation
+
+LOGGER = logging.getLogger(__name__)
+
+_MAX_REQUEST = 1 << 20  # an A-ASSOCIATE-RQ larger than this is left to pynetdicom to refuse
+
+
+class Dispatcher:
+    def __init__(
+        self, listener: socket.socket, fast: FastPathContext | None, pynetdicom_server: ThreadedAssociationServer, acse_timeout: float
+    ) -> None:
+        self.listener = listener
+        self.fast = fast
+        self.pynetdicom_server = pynetdicom_server
+        self.acse_timeout = acse_timeout
+        self.fast_associations: set[asyncio.Transport] = set()
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            sock, address = await loop.sock_accept(self.listener)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            loop.create_task(self._route(sock, address))
+
+    async def _route(self, sock: socket.socket, address) -> None:
+        try:
+            request = await asyncio.wait_for(self._peek_request(sock), self.acse_timeout)
+        except (asyncio.TimeoutError, OSError) as exc:
+            LOGGER.warning("connection from %s:%s closed before an association request (%s)", *address[:2], exc or "timeout")
+            sock.close()
+            return
+        if request is not None and self.fast is not None and _suits_fast_path(request):
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.connect_accepted_socket(lambda: StorageAssociation(self.fast), sock)
+            self.fast_associations.add(transport)
+            transport.get_protocol().on_closed = lambda: self.fast_associations.discard(transport)
+            return
+        sock.setblocking(True)
+        # pynetdicom's request handler starts the association in a thread of its own.
+        self.pynetdicom_server.finish_request(sock, address)
+
+    @staticmethod
+    async def _peek_request(sock: socket.socket) -> bytes | None:
+        """The whole first PDU, left unread in the socket; None if it is not an A-ASSOCIATE-RQ."""
+        loop = asyncio.get_running_loop()
+        while True:
+            readable = loop.create_future()
+            loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+            try:
+                await readable
+            finally:
+                loop.remove_reader(sock.fileno())
+            head = sock.recv(6, socket.MSG_PEEK)
+            if len(head) < 6:
+                if not head:
+                    raise ConnectionResetError("peer closed the connection")
+                continue
+            pdu_type, length = pdu.PDU_HEADER.unpack(head)
+            if pdu_type != pdu.A_ASSOCIATE_RQ or length > _MAX_REQUEST:
+                return None
+            data = sock.recv(6 + length, socket.MSG_PEEK)
+            if len(data) == 6 + length:
+                return data
+
+
+def _suits_fast_path(request: bytes) -> bool:
+    try:
+        return suits_fast_path(decode_request(request))
+    except Exception:  # a malformed request: pynetdicom answers it
+        return False

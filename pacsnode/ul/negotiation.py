@@ -1,0 +1,93 @@
+"""Association negotiation for the fast path, with pynetdicom's PDU classes and its
+presentation context negotiation, so the answer matches pynetdicom's own acceptor."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydicom.uid import UID
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+    UserIdentityNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+
+from pacsnode.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, STORAGE_SOP_CLASSES, VERIFICATION
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+_FAST_ABSTRACT_SYNTAXES = frozenset(STORAGE_SOP_CLASSES.values()) | {VERIFICATION}
+
+
+def decode_request(pdu: bytes) -> A_ASSOCIATE:
+    rq = A_ASSOCIATE_RQ()
+    rq.decode(pdu)
+    return rq.to_primitive()
+
+
+def suits_fast_path(request: A_ASSOCIATE) -> bool:
+    """Storage and verification only, no role selection or user identity to answer."""
+    contexts = request.presentation_context_definition_list
+    items = request.user_information
+    return (
+        bool(contexts)
+        and all(cx.abstract_syntax in _FAST_ABSTRACT_SYNTAXES for cx in contexts)
+        and not any(isinstance(i, (SCP_SCU_RoleSelectionNegotiation, UserIdentityNegotiation)) for i in items)
+    )
+
+
+@dataclass
+class Negotiated:
+    reply: bytes
+    accepted: bool
+    calling_ae_title: str = ""
+    called_ae_title: str = ""
+    # context id -> (abstract syntax, transfer syntax)
+    contexts: dict[int, tuple[str, str]] = field(default_factory=dict)
+    peer_max_pdu: int = 0
+
+
+def negotiate(request: A_ASSOCIATE, ae_title: str, supported: list[PresentationContext], max_pdu: int) -> Negotiated:
+    calling, called = request.calling_ae_title.strip(), request.called_ae_title.strip()
+    if called != ae_title.strip():
+        return Negotiated(_reject(request, diagnostic=0x07), False, calling, called)  # called AE title not recognized
+    if request.application_context_name != APPLICATION_CONTEXT:
+        return Negotiated(_reject(request, diagnostic=0x02), False, calling, called)
+    results, _ = negotiate_as_acceptor(request.presentation_context_definition_list, supported, None)
+    peer_max = 0
+    for item in request.user_information:
+        if isinstance(item, MaximumLengthNotification):
+            peer_max = item.maximum_length_received or 0
+    reply = A_ASSOCIATE()
+    reply.application_context_name = UID(APPLICATION_CONTEXT)
+    reply.calling_ae_title = request.calling_ae_title
+    reply.called_ae_title = request.called_ae_title
+    reply.result = 0x00
+    reply.result_source = 0x01
+    reply.presentation_context_definition_results_list = results
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    impl_uid = ImplementationClassUIDNotification()
+    impl_uid.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
+    impl_name = ImplementationVersionNameNotification()
+    impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
+    reply.user_information = [max_length, impl_uid, impl_name]
+    ac = A_ASSOCIATE_AC()
+    ac.from_primitive(reply)
+    contexts = {
+        cx.context_id: (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in results if cx.result == 0x00
+    }
+    return Negotiated(ac.encode(), True, calling, called, contexts, peer_max)
+
+
+def _reject(request: A_ASSOCIATE, diagnostic: int) -> bytes:
+    reply = A_ASSOCIATE()
+    reply.result = 0x01  # rejected permanent
+    reply.result_source = 0x01  # service user
+    reply.diagnostic = diagnostic
+    rj = A_ASSOCIATE_RJ()
+    rj.from_primitive(reply)
+    return rj.encode()

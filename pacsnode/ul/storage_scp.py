@@ -1,0 +1,329 @@
+"""The fast-path association: Verification and Storage SCP on an asyncio transport.
+
+Data phase per PS3.8 and PS3.7: P-DATA-TF PDUs are split into PDVs; a command set
+(C-ECHO-RQ, C-STORE-RQ) and its dataset are gathered; each instance is scanned,
+handed to the group committer, and answered once it is durable. Large datasets are
+spooled to a file as they arrive, so memory does not grow with instance size.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import mmap
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pynetdicom.presentation import PresentationContext
+
+from pacsnode.dicom.meta import build_file_meta
+from pacsnode.dicom.uids import VERIFICATION
+from pacsnode.errors import MalformedDatasetError, PacsError
+from pacsnode.services.archive import Archive
+from pacsnode.services.store import DUPLICATE, content_digest
+from pacsnode.ul import commands, pdu
+from pacsnode.ul.negotiation import decode_request, negotiate
+
+LOGGER = logging.getLogger("pacsnode.association")
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+UNRECOGNIZED_OPERATION = 0x0211
+# Datasets above this size go to a spool file as they arrive instead of staying in memory.
+SPOOL_THRESHOLD = 32 * 1024 * 1024
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+@dataclass(frozen=True)
+class FastPathContext:
+    archive: Archive
+    supported: list[PresentationContext]
+    max_pdu: int
+    idle_timeout: float
+
+
+class _Dataset:
+    """Fragments of one dataset, in memory or spooled behind its file meta, with its digest."""
+
+    def __init__(self, archive: Archive, command: commands.Command, transfer_syntax: str, calling_aet: str) -> None:
+        self.archive = archive
+        self.command = command
+        self.transfer_syntax = transfer_syntax
+        self.calling_aet = calling_aet
+        self.digest = content_digest(transfer_syntax)
+        self.fragments: list[memoryview] = []
+        self.size = 0
+        self.spool: Path | None = None
+        self._fd: int | None = None
+        self.meta_length = 0
+
+    def add(self, fragment: memoryview) -> None:
+        self.digest.update(fragment)
+        self.size += len(fragment)
+        if self._fd is None:
+            self.fragments.append(fragment)
+            if self.size > SPOOL_THRESHOLD:
+                self._start_spool()
+        else:
+            os.write(self._fd, fragment)
+
+    def _start_spool(self) -> None:
+        cmd = self.command
+        meta = build_file_meta(cmd.sop_class_uid, cmd.sop_instance_uid, self.transfer_syntax, self.calling_aet)
+        self.spool = self.archive.blobs.spool_path()
+        self._fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.meta_length = len(meta)
+        os.writev(self._fd, [meta, *self.fragments])
+        self.fragments = []
+
+    def finish_spool(self) -> None:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
+
+
+class StorageAssociation(asyncio.Protocol):
+    def __init__(self, ctx: FastPathContext) -> None:
+        self.ctx = ctx
+        self.archive = ctx.archive
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.established = False
+        self.calling = ""
+        self.peer = ("?", 0)
+        self.contexts: dict[int, tuple[str, str]] = {}
+        self.peer_max_pdu = 0
+        self.command_parts: list[bytes] = []
+        self.command: commands.Command | None = None
+        self.command_context = 0
+        self.dataset: _Dataset | None = None
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.worker: asyncio.Task | None = None
+        self.stats = {"stored": 0, "dup": 0, "failed": 0}
+        self.started = time.monotonic()
+        self.last_activity = time.monotonic()
+        self.ended = "aborted"
+        self._idle_handle: asyncio.TimerHandle | None = None
+        self.on_closed = lambda: None  # set by the dispatcher, which tracks open associations
+
+    # -- transport callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.sock = transport.get_extra_info("socket")
+        self.peer = transport.get_extra_info("peername") or ("?", 0)
+        self._idle_handle = asyncio.get_running_loop().call_later(self.ctx.idle_timeout, self._check_idle)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        if _QUICKACK is not None:
+            # ACK at once: a sender with Nagle's algorithm on (DCMTK as installed) holds
+            # its dataset PDU until the command PDU is acknowledged, ~40 ms otherwise.
+            self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+        self.buf += data
+        try:
+            self._drain_pdus()
+        except pdu.ProtocolError as exc:
+            self._abort(f"protocol error: {exc}", exc.reason)
+        except Exception:
+            LOGGER.exception("association %s: unexpected error", self.calling)
+            self._abort("internal error", pdu.REASON_NOT_SPECIFIED)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.on_closed()
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        if self.dataset is not None:
+            self.dataset.discard()
+        if self.worker is not None:
+            self.queue.put_nowait(None)  # let in-flight stores finish, then stop
+        if self.established:
+            st = self.stats
+            LOGGER.info(
+                "association %s (%s:%s) %s after %.2fs: stored %d, duplicate %d, failed %d, queries 0",
+                self.calling,
+                self.peer[0],
+                self.peer[1],
+                self.ended,
+                time.monotonic() - self.started,
+                st["stored"],
+                st["dup"],
+                st["failed"],
+            )
+
+    def _check_idle(self) -> None:
+        idle = time.monotonic() - self.last_activity
+        if idle >= self.ctx.idle_timeout and self.queue.empty():
+            self._abort("idle timeout", pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_PROVIDER)
+        else:
+            self._idle_handle = asyncio.get_running_loop().call_later(self.ctx.idle_timeout, self._check_idle)
+
+    # -- PDUs ----------------------------------------------------------------------------
+
+    def _drain_pdus(self) -> None:
+        while len(self.buf) >= 6:
+            pdu_type, length = pdu.PDU_HEADER.unpack_from(self.buf)
+            if length > 2 * self.ctx.max_pdu + 6:
+                raise pdu.ProtocolError(f"PDU of {length} bytes exceeds the maximum we announced")
+            end = 6 + length
+            if len(self.buf) < end:
+                return
+            if len(self.buf) == end:  # the common case: take the buffer without copying
+                whole, self.buf = self.buf, bytearray()
+            else:
+                whole = self.buf[:end]
+                del self.buf[:end]
+            self._on_pdu(pdu_type, whole)
+            if self.transport is None or self.transport.is_closing():
+                return
+
+    def _on_pdu(self, pdu_type: int, whole: bytearray) -> None:
+        if not self.established:
+            if pdu_type != pdu.A_ASSOCIATE_RQ:
+                raise pdu.ProtocolError("expected A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
+            return self._on_associate(bytes(whole))
+        if pdu_type == pdu.P_DATA_TF:
+            for context_id, is_command, last, fragment in pdu.iter_pdvs(memoryview(whole)[6:]):
+                self._on_pdv(context_id, is_command, last, fragment)
+        elif pdu_type == pdu.A_RELEASE_RQ:
+            self.queue.put_nowait("release")
+        elif pdu_type == pdu.A_ABORT:
+            self.ended = "aborted by peer"
+            self.transport.close()
+        elif pdu_type in (pdu.A_ASSOCIATE_RQ, pdu.A_ASSOCIATE_AC, pdu.A_ASSOCIATE_RJ, pdu.A_RELEASE_RP):
+            raise pdu.ProtocolError(f"unexpected PDU type {pdu_type:#04x}", pdu.REASON_UNEXPECTED_PDU)
+        else:
+            raise pdu.ProtocolError(f"unrecognized PDU type {pdu_type:#04x}", pdu.REASON_UNRECOGNIZED_PDU)
+
+    def _on_associate(self, raw: bytes) -> None:
+        request = decode_request(raw)
+        result = negotiate(request, self.archive.config.ae_title, self.ctx.supported, self.ctx.max_pdu)
+        self.calling = result.calling_ae_title
+        self.transport.write(result.reply)
+        if not result.accepted:
+            LOGGER.warning(
+                "association from %s (%s:%s) to %s rejected", self.calling, self.peer[0], self.peer[1], result.called_ae_title
+            )
+            self.transport.close()
+            return
+        self.established = True
+        self.contexts = result.contexts
+        self.peer_max_pdu = result.peer_max_pdu
+        self.worker = asyncio.get_running_loop().create_task(self._serve())
+
+    def _on_pdv(self, context_id: int, is_command: bool, last: bool, fragment: memoryview) -> None:
+        if context_id not in self.contexts:
+            raise pdu.ProtocolError(f"PDV on presentation context {context_id}, which was not accepted")
+        if is_command:
+            if self.dataset is not None:
+                raise pdu.ProtocolError("command fragment while a dataset was expected", pdu.REASON_UNEXPECTED_PDU)
+            self.command_parts.append(bytes(fragment))
+            if last:
+                self._on_command(context_id, b"".join(self.command_parts))
+                self.command_parts = []
+            return
+        if self.dataset is None or context_id != self.command_context:
+            raise pdu.ProtocolError("dataset fragment without its command", pdu.REASON_UNEXPECTED_PDU)
+        self.dataset.add(fragment)
+        if last:
+            self.queue.put_nowait((self.dataset.command, self.command_context, self.dataset))
+            self.dataset = None
+
+    def _on_command(self, context_id: int, raw: bytes) -> None:
+        try:
+            command = commands.decode_command(raw)
+        except (MalformedDatasetError, ValueError) as exc:
+            raise pdu.ProtocolError(f"bad command set: {exc}") from exc
+        if command.has_dataset:
+            if command.field != commands.C_STORE_RQ:
+                raise pdu.ProtocolError(f"command {command.field:#06x} with a dataset on the storage path")
+            self.command_context = context_id
+            self.dataset = _Dataset(self.archive, command, self.contexts[context_id][1], self.calling)
+        else:
+            self.queue.put_nowait((command, context_id, None))
+
+    def _abort(self, why: str, reason: int, source: int = pdu.SOURCE_PROVIDER) -> None:
+        LOGGER.warning("association %s (%s:%s): %s; aborting", self.calling, self.peer[0], self.peer[1], why)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pdu.abort_pdu(source, reason))
+            self.transport.close()
+
+    # -- DIMSE ---------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        """Answer messages in arrival order (no asynchronous operations are negotiated)."""
+        while True:
+            item = await self.queue.get()
+            if item is None:
+                return
+            if item == "release":
+                self.ended = "released"
+                if not self.transport.is_closing():
+                    self.transport.write(pdu.RELEASE_RP)
+                    self.transport.close()
+                return
+            command, context_id, dataset = item
+            if command.field == commands.C_STORE_RQ and dataset is not None:
+                status, comment = await self._store(command, dataset)
+            elif command.field == commands.C_ECHO_RQ:
+                status, comment = SUCCESS, None
+            elif command.field == commands.C_CANCEL_RQ:
+                continue  # nothing to cancel: stores are answered one by one
+            else:
+                status, comment = UNRECOGNIZED_OPERATION, "operation not supported on this association"
+            self._respond(command, context_id, status, comment)
+
+    def _respond(self, command: commands.Command, context_id: int, status: int, comment: str | None) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        sop_class = command.sop_class_uid or (VERIFICATION if command.field == commands.C_ECHO_RQ else "")
+        rsp = commands.encode_response(command.field, command.message_id, status, sop_class, command.sop_instance_uid, comment)
+        self.transport.write(b"".join(pdu.p_data(context_id, True, rsp, self.peer_max_pdu)))
+
+    async def _store(self, command: commands.Command, dataset: _Dataset) -> tuple[int, str | None]:
+        try:
+            pending = self._prepare(command, dataset)
+            outcome = await asyncio.wrap_future(self.archive.committer.submit(pending))
+        except PacsError as exc:
+            dataset.discard()
+            self.stats["failed"] += 1
+            LOGGER.warning("C-STORE %s from %s refused: %s", command.sop_instance_uid, self.calling, exc)
+            return exc.dimse_status, exc.comment
+        except OSError as exc:
+            dataset.discard()
+            self.stats["failed"] += 1
+            LOGGER.error("C-STORE %s: storage error: %s", command.sop_instance_uid, exc)
+            return OUT_OF_RESOURCES, "storage error; see the node's log"
+        except Exception:
+            dataset.discard()
+            self.stats["failed"] += 1
+            LOGGER.exception("C-STORE %s failed", command.sop_instance_uid)
+            return CANNOT_UNDERSTAND, "cannot process the dataset"
+        self.stats["dup" if outcome.result == DUPLICATE else "stored"] += 1
+        return SUCCESS, None
+
+    def _prepare(self, command: commands.Command, dataset: _Dataset):
+        store = self.archive.store
+        args = (dataset.transfer_syntax, command.sop_class_uid, command.sop_instance_uid, self.calling)
+        if dataset.spool is None:
+            data = b"".join(dataset.fragments)
+            dataset.fragments = []
+            return store.prepare(data, *args, sha256=dataset.digest.hexdigest())
+        dataset.finish_spool()
+        with open(dataset.spool, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            # Only the pages of element headers are touched: pixel data is skipped by length.
+            view = memoryview(mapped)[dataset.meta_length :]
+            try:
+                return store.prepare(view, *args, sha256=dataset.digest.hexdigest(), spooled=dataset.spool)
+            finally:
+                view.release()
