@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from pathlib import Path
 
 from pacsnode import __version__
@@ -30,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--duplicate-policy", choices=DUPLICATE_POLICIES, help="a known SOP Instance UID with other content (default reject)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    imp = sub.add_parser("import", help="load DICOM files, folders or a DICOMDIR into the archive")
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--data", type=Path, help="data folder (default ./data)")
+    imp.add_argument("--config", type=Path, help="TOML file with the same keys as `serve`")
+    imp.add_argument("--jobs", type=int, default=8, help="files read and scanned in parallel (default 8)")
+    imp.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.add_parser("conformance", help="print the DICOM Conformance Statement (docs/conformance.md)")
     return parser
 
@@ -38,9 +45,9 @@ def build_config(args: argparse.Namespace) -> NodeConfig:
     values: dict = load_toml(args.config) if args.config else {}
     remotes = list(values.pop("remote", []) or [])
     for key in ("data", "ae_title", "host", "port", "duplicate_policy", "workers", "fast_path"):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
-    remotes += args.remote or []
+    remotes += getattr(args, "remote", None) or []
     if "data" in values:
         values["data"] = Path(values["data"])
     values["remotes"] = tuple(Remote.parse(r) for r in remotes)
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         config = build_config(args)
     except ConfigError as exc:
         parser.exit(2, f"pacsnode: error: {exc}\n")
+    if args.command == "import":
+        return _import(config, args)
     if args.command == "serve":
         from pacsnode.dimse.server import PortInUseError, serve
 
@@ -77,6 +86,42 @@ def main(argv: list[str] | None = None) -> int:
             print(f"pacsnode: error: {exc}", file=sys.stderr)
             return 1
     return 0
+
+
+def _import(config: NodeConfig, args: argparse.Namespace) -> int:
+    from pacsnode.services.archive import Archive
+    from pacsnode.services.bulk_import import ImportSummary, run_import
+
+    missing = [str(p) for p in args.paths if not p.exists()]
+    if missing:
+        print(f"pacsnode: error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    start = time.monotonic()
+    tty = sys.stderr.isatty()
+
+    def progress(summary: ImportSummary) -> None:
+        n = summary.total
+        if tty or n % 1000 == 0:
+            rate = n / max(time.monotonic() - start, 1e-9)
+            line = f"{n} files, {rate:.0f}/s: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
+            print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    archive = Archive.open(config)
+    try:
+        summary = run_import(archive, args.paths, max(1, args.jobs), progress)
+    finally:
+        archive.close()
+    if tty:
+        print(file=sys.stderr)
+    elapsed = time.monotonic() - start
+    counts = summary.counts
+    print(
+        f"imported {summary.total} files in {elapsed:.1f}s: stored {counts['stored']}, "
+        f"duplicate {counts['duplicate']}, replaced {counts['replaced']}, rejected {counts['rejected']}"
+    )
+    for path, reason in summary.rejected:
+        print(f"rejected {path}: {reason}")
+    return 1 if summary.rejected else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,150 @@
+"""The fast path's upper layer against pynetdicom's own encoders and decoders."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from pydicom.uid import generate_uid
+from pynetdicom import build_context
+from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
+from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification, P_DATA
+from pynetdicom.presentation import negotiate_as_acceptor
+
+from pacsnode.ul import commands, pdu
+from pacsnode.ul.negotiation import negotiate, suits_fast_path
+
+
+def _pdata_pdus(message, context_id: int, max_pdu: int) -> list[bytes]:
+    out = []
+    for primitive in message.encode_msg(context_id, max_pdu):
+        tf = P_DATA_TF()
+        tf.from_primitive(primitive)
+        out.append(tf.encode())
+    return out
+
+
+def _reassemble(pdus: list[bytes]) -> tuple[bytes, bytes, set[int]]:
+    command, dataset, contexts = [], [], set()
+    for raw in pdus:
+        pdu_type, length = pdu.PDU_HEADER.unpack_from(raw)
+        assert pdu_type == pdu.P_DATA_TF and length == len(raw) - 6
+        for context_id, is_command, _, fragment in pdu.iter_pdvs(memoryview(raw)[6:]):
+            contexts.add(context_id)
+            (command if is_command else dataset).append(bytes(fragment))
+    return b"".join(command), b"".join(dataset), contexts
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16384, 1000, 128])
+def test_c_store_rq_from_pynetdicom_decodes_the_same(max_pdu):
+    req = C_STORE()
+    req.MessageID = 7
+    req.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    req.AffectedSOPInstanceUID = generate_uid()
+    req.Priority = 1
+    req.MoveOriginatorApplicationEntityTitle = "MOVER"
+    req.MoveOriginatorMessageID = 3
+    payload = random.Random(max_pdu).randbytes(5000)
+    from io import BytesIO
+
+    req.DataSet = BytesIO(payload)
+    message = C_STORE_RQ()
+    message.primitive_to_message(req)
+    command, dataset, contexts = _reassemble(_pdata_pdus(message, 5, max_pdu))
+    decoded = commands.decode_command(command)
+    assert decoded == commands.Command(commands.C_STORE_RQ, 7, True, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID)
+    assert dataset == payload and contexts == {5}
+
+
+@pytest.mark.parametrize("comment", [None, "odd length!", "x" * 80])
+def test_c_store_rsp_decodes_in_pynetdicom(comment):
+    uid = generate_uid()
+    raw = commands.encode_response(commands.C_STORE_RQ, 9, 0xA900, "1.2.840.10008.5.1.4.1.1.7", uid, comment)
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[3, b"\x03" + raw]]
+    message = C_STORE_RSP()
+    assert message.decode_msg(primitive)
+    rsp = message.message_to_primitive()
+    assert isinstance(rsp, C_STORE)
+    assert (rsp.MessageIDBeingRespondedTo, rsp.Status, rsp.AffectedSOPInstanceUID) == (9, 0xA900, uid)
+    assert rsp.AffectedSOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    assert rsp.ErrorComment == (comment[:64] if comment else None)
+
+
+def test_c_echo_rsp_decodes_in_pynetdicom():
+    raw = commands.encode_response(commands.C_ECHO_RQ, 1, 0x0000, "1.2.840.10008.1.1")
+    primitive = P_DATA()
+    primitive.presentation_data_value_list = [[1, b"\x03" + raw]]
+    message = C_ECHO_RSP()
+    assert message.decode_msg(primitive)
+    rsp = message.message_to_primitive()
+    assert isinstance(rsp, C_ECHO) and rsp.Status == 0 and rsp.MessageIDBeingRespondedTo == 1
+
+
+@pytest.mark.parametrize("size,max_pdu", [(0, 0), (10, 16), (5000, 1000), (5000, 0), (16384, 16384)])
+def test_p_data_fragments_decode_in_pynetdicom(size, max_pdu):
+    payload = bytes(range(256)) * (size // 256) + b"\x01" * (size % 256)
+    pdus = pdu.p_data(11, False, payload, max_pdu)
+    got = b""
+    for n, raw in enumerate(pdus):
+        assert max_pdu == 0 or len(raw) - 6 <= max_pdu
+        tf = P_DATA_TF()
+        tf.decode(raw)
+        ((context_id, data),) = tf.to_primitive().presentation_data_value_list
+        assert context_id == 11
+        assert data[0] == (0x02 if n == len(pdus) - 1 else 0x00)
+        got += data[1:]
+    assert got == payload
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x00\x00\x00", b"\x00\x00\x00\x10\x01\x03abc", b"\x00\x00\x00\x01\x01"],
+)
+def test_malformed_pdv_items(body):
+    with pytest.raises(pdu.ProtocolError):
+        list(pdu.iter_pdvs(memoryview(body)))
+
+
+def _request(called: str, contexts) -> A_ASSOCIATE:
+    rq = A_ASSOCIATE()
+    rq.application_context_name = "1.2.840.10008.3.1.1.1"
+    rq.calling_ae_title = "SCU"
+    rq.called_ae_title = called
+    for n, cx in enumerate(contexts):
+        cx.context_id = 2 * n + 1
+    rq.presentation_context_definition_list = contexts
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 32768
+    rq.user_information = [max_length]
+    return rq
+
+
+def test_negotiation_matches_pynetdicom():
+    from pacsnode.dimse.ae import build_ae
+
+    supported = [
+        build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"]),
+        build_context("1.2.840.10008.1.1"),
+    ]
+    proposals = [
+        build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"]),
+        build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.4.90"]),
+        build_context("1.2.840.10008.5.1.4.1.1.4", ["1.2.840.10008.1.2.1"]),
+        build_context("1.2.840.10008.1.1"),
+    ]
+    request = _request("PACSNODE", proposals)
+    result = negotiate(request, "PACSNODE", supported, 65536)
+    assert result.accepted and result.peer_max_pdu == 32768
+    expected, _ = negotiate_as_acceptor(_request("PACSNODE", proposals).presentation_context_definition_list, supported)
+    assert result.contexts == {
+        cx.context_id: (cx.abstract_syntax, cx.transfer_syntax[0]) for cx in expected if cx.result == 0
+    }
+    assert set(result.contexts) == {1, 7}  # MR (unsupported) and J2K-only (no common syntax) refused
+    assert result.reply[0] == pdu.A_ASSOCIATE_AC
+    rejected = negotiate(_request("OTHER", proposals), "PACSNODE", supported, 65536)
+    assert not rejected.accepted and rejected.reply[0] == pdu.A_ASSOCIATE_RJ and rejected.reply[-1] == 0x07
+    assert suits_fast_path(request)
+    assert not suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.1")]))
+    assert build_ae  # the AE module imports cleanly alongside the fast path
