@@ -14,7 +14,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.ul import pdu
 from pacsnode.ul.negotiation import decode_request, suits_fast_path
-from pacsnode.ul.storage_scp import FastPathContext, StorageAssociation
+from pacsnode.ul.association import FastAssociation, FastPathContext
 
 LOGGER = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class Dispatcher:
             return
         if request is not None and self.fast is not None and _suits_fast_path(request):
             loop = asyncio.get_running_loop()
-            transport, _ = await loop.connect_accepted_socket(lambda: StorageAssociation(self.fast), sock)
+            transport, _ = await loop.connect_accepted_socket(lambda: FastAssociation(self.fast), sock)
             self.fast_associations.add(transport)
             transport.get_protocol().on_closed = lambda: self.fast_associations.discard(transport)
             return

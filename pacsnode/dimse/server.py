@@ -17,16 +17,15 @@ import time
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.config import NodeConfig
-from pacsnode.dicom.uids import STORAGE_SOP_CLASSES, VERIFICATION
 from pacsnode.dimse.ae import build_ae, event_handlers
 from pacsnode.dimse.dispatch import Dispatcher
 from pacsnode.services.archive import Archive
-from pacsnode.ul.storage_scp import FastPathContext
+from pacsnode.ul.association import FastPathContext
+from pacsnode.ul.negotiation import FAST_ABSTRACT_SYNTAXES
 
 LOGGER = logging.getLogger(__name__)
 
 _GRACE_SECONDS = 10.0
-_FAST_SYNTAXES = set(STORAGE_SOP_CLASSES.values()) | {VERIFICATION}
 
 
 class PortInUseError(OSError):
@@ -113,7 +112,7 @@ def run_worker(config: NodeConfig, listener: socket.socket) -> None:
     )
     fast = FastPathContext(
         archive=archive,
-        supported=[cx for cx in ae.supported_contexts if cx.abstract_syntax in _FAST_SYNTAXES],
+        supported=[cx for cx in ae.supported_contexts if cx.abstract_syntax in FAST_ABSTRACT_SYNTAXES],
         max_pdu=config.max_pdu,
         idle_timeout=config.network_timeout,
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pacsnode._native import header
 
 C_STORE_RQ = 0x0001
+C_FIND_RQ = 0x0020
 C_ECHO_RQ = 0x0030
 C_CANCEL_RQ = 0x0FFF
 NO_DATASET = 0x0101
@@ -17,6 +18,7 @@ NO_DATASET = 0x0101
 _AFFECTED_SOP_CLASS = 0x00000002
 _COMMAND_FIELD = 0x00000100
 _MESSAGE_ID = 0x00000110
+_RESPONDING_TO = 0x00000120
 _PRIORITY = 0x00000700
 _DATASET_TYPE = 0x00000800
 _AFFECTED_SOP_INSTANCE = 0x00001000
@@ -26,6 +28,7 @@ _TAGS = (
     _AFFECTED_SOP_CLASS,
     _COMMAND_FIELD,
     _MESSAGE_ID,
+    _RESPONDING_TO,
     _PRIORITY,
     _DATASET_TYPE,
     _AFFECTED_SOP_INSTANCE,
@@ -41,6 +44,7 @@ class Command:
     has_dataset: bool
     sop_class_uid: str = ""
     sop_instance_uid: str = ""
+    responding_to: int | None = None  # C-CANCEL-RQ: the Message ID it cancels
 
 
 def _us(raw: bytes | None) -> int | None:
@@ -56,14 +60,22 @@ def decode_command(buf: bytes) -> Command:
     mandatory field is missing."""
     raw = header.scan_dataset(buf, _TAGS, True, True)
     field, message_id, dataset_type = _us(raw.get(_COMMAND_FIELD)), _us(raw.get(_MESSAGE_ID)), _us(raw.get(_DATASET_TYPE))
-    if field is None or message_id is None or dataset_type is None:
-        raise ValueError("command set lacks Command Field, Message ID or Command Data Set Type")
+    responding_to = _us(raw.get(_RESPONDING_TO))
+    if field is None or dataset_type is None:
+        raise ValueError("command set lacks Command Field or Command Data Set Type")
+    if field == C_CANCEL_RQ:
+        if responding_to is None:
+            raise ValueError("C-CANCEL-RQ lacks Message ID Being Responded To")
+        message_id = 0  # a C-CANCEL-RQ names the request it cancels, and has no ID of its own
+    elif message_id is None:
+        raise ValueError("command set lacks Message ID")
     return Command(
         field=field,
         message_id=message_id,
         has_dataset=dataset_type != NO_DATASET,
         sop_class_uid=_ui(raw.get(_AFFECTED_SOP_CLASS)),
         sop_instance_uid=_ui(raw.get(_AFFECTED_SOP_INSTANCE)),
+        responding_to=responding_to,
     )
 
 
@@ -88,13 +100,14 @@ def encode_response(
     sop_class_uid: str,
     sop_instance_uid: str | None = None,
     error_comment: str | None = None,
+    has_dataset: bool = False,
 ) -> bytes:
-    """A response command set with no dataset: C-ECHO-RSP, C-STORE-RSP and the like."""
+    """A response command set: C-ECHO-RSP, C-STORE-RSP, C-FIND-RSP (with an identifier)."""
     elements = [
         _element(_AFFECTED_SOP_CLASS, _uid(sop_class_uid)),
         _element(_COMMAND_FIELD, struct.pack("<H", command_field | 0x8000)),
-        _element(0x00000120, struct.pack("<H", message_id)),  # MessageIDBeingRespondedTo
-        _element(_DATASET_TYPE, struct.pack("<H", NO_DATASET)),
+        _element(_RESPONDING_TO, struct.pack("<H", message_id)),
+        _element(_DATASET_TYPE, struct.pack("<H", 0x0000 if has_dataset else NO_DATASET)),
         _element(0x00000900, struct.pack("<H", status)),  # Status
     ]
     if error_comment:

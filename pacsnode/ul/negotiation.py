@@ -16,10 +16,18 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
-from pacsnode.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, STORAGE_SOP_CLASSES, VERIFICATION
+from pacsnode.dicom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    PATIENT_ROOT_FIND,
+    STORAGE_SOP_CLASSES,
+    STUDY_ROOT_FIND,
+    VERIFICATION,
+)
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-_FAST_ABSTRACT_SYNTAXES = frozenset(STORAGE_SOP_CLASSES.values()) | {VERIFICATION}
+# What the fast path serves; C-MOVE and C-GET stay with pynetdicom.
+FAST_ABSTRACT_SYNTAXES = frozenset(STORAGE_SOP_CLASSES.values()) | {VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND}
 
 
 def decode_request(pdu: bytes) -> A_ASSOCIATE:
@@ -29,12 +37,12 @@ def decode_request(pdu: bytes) -> A_ASSOCIATE:
 
 
 def suits_fast_path(request: A_ASSOCIATE) -> bool:
-    """Storage and verification only, no role selection or user identity to answer."""
+    """Storage, verification and C-FIND only, no role selection or user identity to answer."""
     contexts = request.presentation_context_definition_list
     items = request.user_information
     return (
         bool(contexts)
-        and all(cx.abstract_syntax in _FAST_ABSTRACT_SYNTAXES for cx in contexts)
+        and all(cx.abstract_syntax in FAST_ABSTRACT_SYNTAXES for cx in contexts)
         and not any(isinstance(i, (SCP_SCU_RoleSelectionNegotiation, UserIdentityNegotiation)) for i in items)
     )
 

@@ -1,40 +1,45 @@
-"""The fast-path association: Verification and Storage SCP on an asyncio transport.
+"""The fast-path association: Verification, Storage and Query (C-FIND) SCP on asyncio.
 
-Data phase per PS3.8 and PS3.7: P-DATA-TF PDUs are split into PDVs; a command set
-(C-ECHO-RQ, C-STORE-RQ) and its dataset are gathered; each instance is scanned,
-handed to the group committer, and answered once it is durable. Large datasets are
-spooled to a file as they arrive, so memory does not grow with instance size.
+Data phase per PS3.8 and PS3.7: P-DATA-TF PDUs are split into PDVs; a command set and
+its dataset are gathered; each instance is scanned, handed to the group committer, and
+answered once it is durable; queries are answered from the index as a stream that
+C-CANCEL stops. Large datasets are spooled to a file as they arrive.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import mmap
-import os
 import socket
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from io import BytesIO
 
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
 from pynetdicom.presentation import PresentationContext
 
-from pacsnode.dicom.meta import build_file_meta
-from pacsnode.dicom.uids import VERIFICATION
+from pacsnode.dicom.syntax import encoding_of, inflated
+from pacsnode.dicom.uids import PATIENT_ROOT_FIND, VERIFICATION
 from pacsnode.errors import MalformedDatasetError, PacsError
 from pacsnode.services.archive import Archive
-from pacsnode.services.store import DUPLICATE, content_digest
+from pacsnode.services.store import DUPLICATE, PendingInstance
 from pacsnode.ul import commands, pdu
 from pacsnode.ul.negotiation import decode_request, negotiate
+from pacsnode.ul.spool import IncomingDataset
 
 LOGGER = logging.getLogger("pacsnode.association")
 
 SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 UNRECOGNIZED_OPERATION = 0x0211
-# Datasets above this size go to a spool file as they arrive instead of staying in memory.
-SPOOL_THRESHOLD = 32 * 1024 * 1024
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+# Let other associations (and this one's C-CANCEL) in after this many C-FIND responses.
+_FIND_YIELD_EVERY = 32
 
 
 @dataclass(frozen=True)
@@ -45,58 +50,12 @@ class FastPathContext:
     idle_timeout: float
 
 
-class _Dataset:
-    """Fragments of one dataset, in memory or spooled behind its file meta, with its digest."""
-
-    def __init__(self, archive: Archive, command: commands.Command, transfer_syntax: str, calling_aet: str) -> None:
-        self.archive = archive
-        self.command = command
-        self.transfer_syntax = transfer_syntax
-        self.calling_aet = calling_aet
-        self.digest = content_digest(transfer_syntax)
-        self.fragments: list[memoryview] = []
-        self.size = 0
-        self.spool: Path | None = None
-        self._fd: int | None = None
-        self.meta_length = 0
-
-    def add(self, fragment: memoryview) -> None:
-        self.digest.update(fragment)
-        self.size += len(fragment)
-        if self._fd is None:
-            self.fragments.append(fragment)
-            if self.size > SPOOL_THRESHOLD:
-                self._start_spool()
-        else:
-            os.write(self._fd, fragment)
-
-    def _start_spool(self) -> None:
-        cmd = self.command
-        meta = build_file_meta(cmd.sop_class_uid, cmd.sop_instance_uid, self.transfer_syntax, self.calling_aet)
-        self.spool = self.archive.blobs.spool_path()
-        self._fd = os.open(self.spool, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        self.meta_length = len(meta)
-        os.writev(self._fd, [meta, *self.fragments])
-        self.fragments = []
-
-    def finish_spool(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = None
-
-    def discard(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        if self.spool is not None:
-            self.spool.unlink(missing_ok=True)
-
-
-class StorageAssociation(asyncio.Protocol):
+class FastAssociation(asyncio.Protocol):
     def __init__(self, ctx: FastPathContext) -> None:
         self.ctx = ctx
         self.archive = ctx.archive
         self.transport: asyncio.Transport | None = None
+        self.sock = None
         self.buf = bytearray()
         self.established = False
         self.calling = ""
@@ -104,12 +63,14 @@ class StorageAssociation(asyncio.Protocol):
         self.contexts: dict[int, tuple[str, str]] = {}
         self.peer_max_pdu = 0
         self.command_parts: list[bytes] = []
-        self.command: commands.Command | None = None
         self.command_context = 0
-        self.dataset: _Dataset | None = None
+        self.dataset: IncomingDataset | None = None
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker: asyncio.Task | None = None
-        self.stats = {"stored": 0, "dup": 0, "failed": 0}
+        self.cancelled: set[int] = set()
+        self.can_write = asyncio.Event()
+        self.can_write.set()
+        self.stats = {"stored": 0, "dup": 0, "failed": 0, "find": 0}
         self.started = time.monotonic()
         self.last_activity = time.monotonic()
         self.ended = "aborted"
@@ -139,8 +100,15 @@ class StorageAssociation(asyncio.Protocol):
             LOGGER.exception("association %s: unexpected error", self.calling)
             self._abort("internal error", pdu.REASON_NOT_SPECIFIED)
 
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_closed()
+        self.can_write.set()
         if self._idle_handle is not None:
             self._idle_handle.cancel()
         if self.dataset is not None:
@@ -150,7 +118,7 @@ class StorageAssociation(asyncio.Protocol):
         if self.established:
             st = self.stats
             LOGGER.info(
-                "association %s (%s:%s) %s after %.2fs: stored %d, duplicate %d, failed %d, queries 0",
+                "association %s (%s:%s) %s after %.2fs: stored %d, duplicate %d, failed %d, queries %d",
                 self.calling,
                 self.peer[0],
                 self.peer[1],
@@ -159,12 +127,13 @@ class StorageAssociation(asyncio.Protocol):
                 st["stored"],
                 st["dup"],
                 st["failed"],
+                st["find"],
             )
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last_activity
         if idle >= self.ctx.idle_timeout and self.queue.empty():
-            self._abort("idle timeout", pdu.REASON_NOT_SPECIFIED, source=pdu.SOURCE_PROVIDER)
+            self._abort("idle timeout", pdu.REASON_NOT_SPECIFIED)
         else:
             self._idle_handle = asyncio.get_running_loop().call_later(self.ctx.idle_timeout, self._check_idle)
 
@@ -244,18 +213,21 @@ class StorageAssociation(asyncio.Protocol):
             command = commands.decode_command(raw)
         except (MalformedDatasetError, ValueError) as exc:
             raise pdu.ProtocolError(f"bad command set: {exc}") from exc
-        if command.has_dataset:
-            if command.field != commands.C_STORE_RQ:
-                raise pdu.ProtocolError(f"command {command.field:#06x} with a dataset on the storage path")
+        if command.field == commands.C_CANCEL_RQ:
+            # Acted on at once: the query it cancels is still streaming responses.
+            self.cancelled.add(command.responding_to)
+        elif command.has_dataset:
+            if command.field not in (commands.C_STORE_RQ, commands.C_FIND_RQ):
+                raise pdu.ProtocolError(f"command {command.field:#06x} with a dataset on the fast path")
             self.command_context = context_id
-            self.dataset = _Dataset(self.archive, command, self.contexts[context_id][1], self.calling)
+            self.dataset = IncomingDataset(self.archive, command, self.contexts[context_id][1], self.calling)
         else:
             self.queue.put_nowait((command, context_id, None))
 
-    def _abort(self, why: str, reason: int, source: int = pdu.SOURCE_PROVIDER) -> None:
+    def _abort(self, why: str, reason: int) -> None:
         LOGGER.warning("association %s (%s:%s): %s; aborting", self.calling, self.peer[0], self.peer[1], why)
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(pdu.abort_pdu(source, reason))
+            self.transport.write(pdu.abort_pdu(pdu.SOURCE_PROVIDER, reason))
             self.transport.close()
 
     # -- DIMSE ---------------------------------------------------------------------------
@@ -273,24 +245,43 @@ class StorageAssociation(asyncio.Protocol):
                     self.transport.close()
                 return
             command, context_id, dataset = item
+            held: list[bytes] = []
             if command.field == commands.C_STORE_RQ and dataset is not None:
                 status, comment = await self._store(command, dataset)
+            elif command.field == commands.C_FIND_RQ and dataset is not None:
+                status, comment = await self._find(command, context_id, dataset, held)
             elif command.field == commands.C_ECHO_RQ:
                 status, comment = SUCCESS, None
-            elif command.field == commands.C_CANCEL_RQ:
-                continue  # nothing to cancel: stores are answered one by one
             else:
                 status, comment = UNRECOGNIZED_OPERATION, "operation not supported on this association"
-            self._respond(command, context_id, status, comment)
+            self._respond(command, context_id, status, comment, held=held)
+            self._flush(held)
 
-    def _respond(self, command: commands.Command, context_id: int, status: int, comment: str | None) -> None:
+    def _respond(
+        self,
+        command: commands.Command,
+        context_id: int,
+        status: int,
+        comment: str | None,
+        identifier: bytes | None = None,
+        held: list[bytes] | None = None,
+    ) -> None:
+        """Add a response's PDUs to ``held`` (sent later in one write), or send it now."""
         if self.transport is None or self.transport.is_closing():
             return
         sop_class = command.sop_class_uid or (VERIFICATION if command.field == commands.C_ECHO_RQ else "")
-        rsp = commands.encode_response(command.field, command.message_id, status, sop_class, command.sop_instance_uid, comment)
-        self.transport.write(b"".join(pdu.p_data(context_id, True, rsp, self.peer_max_pdu)))
+        rsp = commands.encode_response(
+            command.field, command.message_id, status, sop_class, command.sop_instance_uid, comment, identifier is not None
+        )
+        pdus = pdu.p_data(context_id, True, rsp, self.peer_max_pdu)
+        if identifier is not None:
+            pdus += pdu.p_data(context_id, False, identifier, self.peer_max_pdu)
+        if held is not None:
+            held.extend(pdus)
+        else:
+            self.transport.write(b"".join(pdus))
 
-    async def _store(self, command: commands.Command, dataset: _Dataset) -> tuple[int, str | None]:
+    async def _store(self, command: commands.Command, dataset: IncomingDataset) -> tuple[int, str | None]:
         try:
             pending = self._prepare(command, dataset)
             outcome = await asyncio.wrap_future(self.archive.committer.submit(pending))
@@ -312,13 +303,11 @@ class StorageAssociation(asyncio.Protocol):
         self.stats["dup" if outcome.result == DUPLICATE else "stored"] += 1
         return SUCCESS, None
 
-    def _prepare(self, command: commands.Command, dataset: _Dataset):
+    def _prepare(self, command: commands.Command, dataset: IncomingDataset) -> PendingInstance:
         store = self.archive.store
         args = (dataset.transfer_syntax, command.sop_class_uid, command.sop_instance_uid, self.calling)
         if dataset.spool is None:
-            data = b"".join(dataset.fragments)
-            dataset.fragments = []
-            return store.prepare(data, *args, sha256=dataset.digest.hexdigest())
+            return store.prepare(dataset.take(), *args, sha256=dataset.digest.hexdigest())
         dataset.finish_spool()
         with open(dataset.spool, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             # Only the pages of element headers are touched: pixel data is skipped by length.
@@ -327,3 +316,44 @@ class StorageAssociation(asyncio.Protocol):
                 return store.prepare(view, *args, sha256=dataset.digest.hexdigest(), spooled=dataset.spool)
             finally:
                 view.release()
+
+    async def _find(
+        self, command: commands.Command, context_id: int, dataset: IncomingDataset, held: list[bytes]
+    ) -> tuple[int, str | None]:
+        self.stats["find"] += 1
+        syntax = dataset.transfer_syntax
+        implicit, little = encoding_of(syntax)
+        model_root = "PATIENT" if command.sop_class_uid == PATIENT_ROOT_FIND else "STUDY"
+        # Responses go out in batches: a requester that polls its socket (pynetdicom) then
+        # picks up a whole small result, final status included, in one pass.
+        try:
+            identifier = read_dataset(BytesIO(inflated(dataset.take(), syntax)), implicit, little)
+            for n, response in enumerate(self.archive.query.find(identifier, model_root), 1):
+                if command.message_id in self.cancelled:
+                    self.cancelled.discard(command.message_id)
+                    return CANCEL, None
+                self._respond(command, context_id, PENDING, None, _encode(response, implicit, little), held)
+                if n % _FIND_YIELD_EVERY == 0 or not self.can_write.is_set():
+                    self._flush(held)
+                    await asyncio.sleep(0)
+                    await self.can_write.wait()
+        except PacsError as exc:
+            LOGGER.warning("C-FIND refused: %s", exc)
+            return exc.dimse_status, exc.comment
+        except Exception:
+            LOGGER.exception("C-FIND failed")
+            return CANNOT_UNDERSTAND, "unable to process the query"
+        self.cancelled.discard(command.message_id)
+        return SUCCESS, None
+
+    def _flush(self, held: list[bytes]) -> None:
+        if held and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(held))
+        held.clear()
+
+
+def _encode(ds, implicit: bool, little: bool) -> bytes:
+    buf = DicomBytesIO()
+    buf.is_implicit_VR, buf.is_little_endian = implicit, little
+    write_dataset(buf, ds)
+    return buf.getvalue()
