@@ -1,0 +1,1 @@
+"""pynetdicom glue: the AE (Modality Worklist FIND, MPPS, Verification) and thin handlers."""

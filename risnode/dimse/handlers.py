@@ -1,0 +1,83 @@
+"""Thin DIMSE handlers: decode, call the RIS, and turn any error into a status (one choke
+point per service, like pynetdicom's ``attempt``)."""
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from pynetdicom import evt
+
+from risnode.errors import MppsError
+from risnode.services import mpps
+from risnode.services.orders import RIS_UID_ROOT
+from risnode.services.ris import Ris
+
+LOGGER = logging.getLogger("risnode.association")
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+CANCEL = 0xFE00
+FIND_UNABLE_TO_PROCESS = 0xC000
+
+
+def _status(code: int, comment: str = "", error_id: int | None = None) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    if error_id is not None:
+        ds.ErrorID = error_id
+    return ds
+
+
+def on_echo(event: evt.Event) -> int:
+    return SUCCESS
+
+
+def on_find(event: evt.Event, ris: Ris) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+    calling = event.assoc.requestor.ae_title
+    try:
+        answers = ris.worklist(event.identifier, calling)
+    except Exception:
+        LOGGER.exception("worklist query from %s failed", calling)
+        yield _status(FIND_UNABLE_TO_PROCESS, "unable to process the query"), None
+        return
+    LOGGER.info("worklist query from %s: %d step(s)", calling, len(answers))
+    for answer in answers:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, answer
+    yield SUCCESS, None
+
+
+def _mpps(event: evt.Event, ris: Ris, request: str, uid: str, attrs: Dataset) -> Dataset:
+    calling = event.assoc.requestor.ae_title
+    try:
+        state = ris.mpps(request, uid, attrs, calling)
+    except MppsError as exc:
+        LOGGER.warning("MPPS %s %s from %s refused: %s", request, uid, calling, exc.comment)
+        final = exc.status == mpps.PROCESSING_FAILURE and "no longer" in exc.comment
+        return _status(exc.status, exc.comment, mpps.MAY_NO_LONGER_BE_UPDATED if final else None)
+    except Exception:
+        LOGGER.exception("MPPS %s %s from %s failed", request, uid, calling)
+        return _status(mpps.PROCESSING_FAILURE, "cannot process the request")
+    LOGGER.info("MPPS %s from %s: %s", request, calling, state)
+    return _status(SUCCESS)
+
+
+def on_n_create(event: evt.Event, ris: Ris) -> tuple[Dataset, Dataset | None]:
+    given = str(event.request.AffectedSOPInstanceUID or "")
+    uid = given or generate_uid(prefix=RIS_UID_ROOT)
+    status = _mpps(event, ris, "N-CREATE", uid, event.attribute_list)
+    if given or status.Status != SUCCESS:
+        return status, None
+    reply = Dataset()
+    reply.AffectedSOPInstanceUID = uid  # PS3.7 10.1.5.1.4: the SCP names the instance it created
+    return status, reply
+
+
+def on_n_set(event: evt.Event, ris: Ris) -> tuple[Dataset, Dataset | None]:
+    return _mpps(event, ris, "N-SET", str(event.request.RequestedSOPInstanceUID), event.modification_list), None

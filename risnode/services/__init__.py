@@ -1,0 +1,1 @@
+"""RIS logic over the store: ADT, orders, scheduling, worklist, MPPS, statuses, results."""
