@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (Debian's dcmtk, the package with its native build and
+# Installs everything the tests need (Debian's dcmtk and chromium, the package with its native build and
 # test extras, in ./.venv) and runs the whole suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk; then
+# Real peers: DCMTK's tools and encoders, and Chromium for the web pages.
+if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk || [ ! -x /usr/bin/chromium ]; then
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dcmtk >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dcmtk chromium >/dev/null
 fi
 
 python3 -m venv .venv
