@@ -1,18 +1,52 @@
+import contextlib
+from pathlib import Path
+
 import pytest
 
-from tests.peers import Node
+from tests.peers import Node, StoreSCP
+
+
+@contextlib.contextmanager
+def _nodes(folder: Path):
+    """A factory of started nodes under ``folder``; every node still running is stopped after."""
+    nodes: list[Node] = []
+
+    def make(**kwargs) -> Node:
+        node = Node(folder / f"node{len(nodes)}", **kwargs)
+        nodes.append(node)
+        return node.start()
+
+    try:
+        yield make
+    finally:
+        for node in nodes:
+            if node.proc is not None:
+                node.stop()
 
 
 @pytest.fixture
 def node_factory(tmp_path):
-    nodes: list[Node] = []
+    with _nodes(tmp_path) as make:
+        yield make
 
-    def make(**kwargs) -> Node:
-        node = Node(tmp_path / f"node{len(nodes)}", **kwargs)
-        nodes.append(node)
-        return node.start()
+
+@pytest.fixture(scope="module")
+def module_node_factory(tmp_path_factory):
+    """Like node_factory, for nodes a whole test module shares (loaded once)."""
+    with _nodes(tmp_path_factory.mktemp("nodes")) as make:
+        yield make
+
+
+@pytest.fixture
+def storescp_factory(tmp_path):
+    """Start DCMTK storescp processes: ``make(options, ae_title=..., port=...)``."""
+    scps: list[StoreSCP] = []
+
+    def make(options=(), **kwargs) -> StoreSCP:
+        scp = StoreSCP(tmp_path / f"scp{len(scps)}", options, **kwargs)
+        scps.append(scp)
+        return scp.start()
 
     yield make
-    for node in nodes:
-        if node.proc is not None:
-            node.stop()
+    for scp in scps:
+        scp.stop()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# The source tree, put on the node's PYTHONPATH so `-m pacsnode.cli` works from any folder.
+REPO = Path(__file__).resolve().parents[1]
 
 
 def require(condition: bool, why: str) -> None:
@@ -74,7 +76,8 @@ class Node:
 
     def start(self) -> "Node":
         self._log_fh = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=self._log_fh, stderr=subprocess.STDOUT)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(self.command(), stdout=self._log_fh, stderr=subprocess.STDOUT, env=env)
         wait_port(self.port, self.proc)
         return self
 
@@ -89,6 +92,62 @@ class Node:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_log(self, *words: str, timeout: float = 5.0) -> str:
+        """The first log line holding every word, waiting for it (the node logs asynchronously)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [line for line in self.log_text().splitlines() if all(w in line for w in words)]
+            if lines or time.monotonic() > deadline:
+                assert lines, f"no log line with {words} in {self.log}"
+                return lines[0]
+            time.sleep(0.05)
+
+
+class StoreSCP:
+    """DCMTK's storescp as a process (a C-MOVE destination or a reference receiver).
+
+    Received files land in ``folder``; ``options`` are storescp's own, e.g. ``+xa`` to accept
+    every transfer syntax and ``+B`` to write each dataset exactly as it came off the wire.
+    """
+
+    def __init__(self, folder: Path, options: list[str] | tuple[str, ...] = (), ae_title: str = "STORESCP", port: int | None = None) -> None:
+        self.folder = folder
+        self.options = list(options)
+        self.ae_title = ae_title
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = folder.parent / f"{folder.name}.storescp.log"
+
+    def start(self) -> "StoreSCP":
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._log_fh = open(self.log, "ab")
+        cmd = [dcmtk("storescp"), "-aet", self.ae_title, "-od", str(self.folder), *self.options, str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log_fh.close()
+        self.proc = None
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.folder.iterdir() if p.is_file())
+
+    def clear(self) -> None:
+        for path in self.files():
+            path.unlink()
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")

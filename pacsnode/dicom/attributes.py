@@ -134,7 +134,8 @@ def decode_value(raw: bytes, vr: str, encodings: list[str], little_endian: bool 
     if vr in _TEXT_VRS:
         if vr == "UI":
             text = raw.rstrip(b"\x00 ").decode("ascii", "replace")
-        elif vr in _CHARSET_VRS and not raw.isascii():
+        # ISO 2022 (e.g. JIS X 0208) is 7-bit: ESC sequences switch sets within ASCII bytes.
+        elif vr in _CHARSET_VRS and (not raw.isascii() or b"\x1b" in raw):
             if vr == "PN":
                 text = str(PersonName(raw, encodings=encodings))
             else:

@@ -6,6 +6,7 @@ DICOM's backslash), ints for binary VRs, lists for computed multi-valued keys.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -88,7 +89,8 @@ def build_matcher(keyword: str, vr: str, query: object) -> Matcher | None:
     """Return the matcher for one query key, or None for universal matching."""
     if query is None or vr == "SQ":
         return None
-    if isinstance(query, (list, tuple)):
+    # pydicom gives multi-valued keys as MultiValue, a Sequence but not a list.
+    if isinstance(query, Sequence) and not isinstance(query, (str, bytes)):
         text = "\\".join(str(q) for q in query)
     else:
         text = str(query)

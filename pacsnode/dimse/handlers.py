@@ -44,13 +44,9 @@ def on_accepted(event: evt.Event) -> None:
 
 def on_rejected(event: evt.Event) -> None:
     rq = event.assoc.requestor
-    LOGGER.warning(
-        "association from %s (%s:%s) to %s rejected",
-        rq.ae_title,
-        rq.address,
-        rq.port,
-        event.assoc.acceptor.ae_title,
-    )
+    # The title the peer called (acceptor.ae_title is always ours, even when that is the reason).
+    called = rq.primitive.called_ae_title if rq.primitive is not None else event.assoc.acceptor.ae_title
+    LOGGER.warning("association from %s (%s:%s) to %s rejected", rq.ae_title, rq.address, rq.port, called)
 
 
 def on_closed(event: evt.Event) -> None:

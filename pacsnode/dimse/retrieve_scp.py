@@ -97,7 +97,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
             if not store_assoc.is_established:
                 LOGGER.warning("C-MOVE: cannot associate with %s", destination)
                 return self._final(
-                    rsp, cx_id, SUBOPS_FAILED, counts=(0, len(instances), 0),
+                    rsp, cx_id, SUBOPS_FAILED, counts=(len(instances), 0, 0),  # (failed, warning, completed)
                     failed=[i.sop_instance_uid for i in instances], comment="cannot associate with destination",
                 )
         try:

@@ -6,7 +6,6 @@ from io import BytesIO
 from typing import Iterator
 
 from pydicom import Dataset, dcmread
-from pydicom.charset import encode_string
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 
@@ -125,13 +124,29 @@ class QueryService:
             terms = [asked] if isinstance(asked, str) else list(asked)
             try:
                 encodings = convert_encodings(terms)
-                for t in texts:
-                    encode_string(t, encodings)
+            except (LookupError, ValueError):
+                encodings = []
+            # pydicom's encode_string does not raise on what a set cannot hold: it writes '?'.
+            if encodings and all(_fits(t, encodings) for t in texts):
                 rsp.SpecificCharacterSet = asked
                 return
-            except (UnicodeError, LookupError, ValueError):
-                pass
         rsp.SpecificCharacterSet = _UTF8
+
+
+def _encodable(text: str, encoding: str) -> bool:
+    try:
+        text.encode(encoding)
+    except (UnicodeError, LookupError):
+        return False
+    return True
+
+
+def _fits(text: str, encodings: list[str]) -> bool:
+    """Whether ``text`` encodes in these encodings without replacement characters: in one
+    of them, or (code extensions) each character in one of them."""
+    if any(_encodable(text, e) for e in encodings):
+        return True
+    return len(encodings) > 1 and all(any(_encodable(ch, e) for e in encodings) for ch in text)
 
 
 def _element_value(vr: str, value: object) -> object:

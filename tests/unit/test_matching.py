@@ -76,3 +76,14 @@ def test_time_normalization_orders_partial_values():
     assert normalize_time("10", upper=True) >= normalize_time("105959.999999")
     assert normalize_datetime("2020") < normalize_datetime("20200101000001")
     assert normalize_datetime("2020", upper=True) >= normalize_datetime("20201231235959")
+
+
+def test_pydicom_multivalue_query_is_a_value_list():
+    """pydicom decodes 'A\\B' in a query as MultiValue (not a list): still any-of matching."""
+    from pydicom.multival import MultiValue
+
+    m = build_matcher("PatientID", "LO", MultiValue(str, ["PAT1", "PAT3"]))
+    assert m("PAT3") and not m("PAT2")
+    assert m.exact == ("PAT1", "PAT3")
+    uids = build_matcher("StudyInstanceUID", "UI", MultiValue(str, ["1.2.3", "1.2.4"]))
+    assert uids("1.2.4") and uids.exact == ("1.2.3", "1.2.4")
