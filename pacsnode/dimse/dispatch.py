@@ -42,7 +42,8 @@ class Dispatcher:
         try:
             request = await asyncio.wait_for(self._peek_request(sock), self.acse_timeout)
         except (asyncio.TimeoutError, OSError) as exc:
-            LOGGER.warning("connection from %s:%s closed before an association request (%s)", *address[:2], exc or "timeout")
+            # INFO, not WARNING: port probes and health checks connect and leave like this.
+            LOGGER.info("connection from %s:%s closed before an association request (%s)", *address[:2], exc or "timeout")
             sock.close()
             return
         if request is not None and self.fast is not None and _suits_fast_path(request):
