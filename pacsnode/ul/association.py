@@ -27,6 +27,7 @@ from pacsnode.services.archive import Archive
 from pacsnode.services.store import DUPLICATE, PendingInstance
 from pacsnode.ul import commands, pdu
 from pacsnode.ul.negotiation import decode_request, negotiate
+from pacsnode.ul.retrieve import Retrieval
 from pacsnode.ul.spool import IncomingDataset
 
 LOGGER = logging.getLogger("pacsnode.association")
@@ -37,9 +38,11 @@ CANCEL = 0xFE00
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
 UNRECOGNIZED_OPERATION = 0x0211
+UNABLE_TO_PROCESS = 0xC000
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 # Let other associations (and this one's C-CANCEL) in after this many C-FIND responses.
 _FIND_YIELD_EVERY = 32
+_WITH_DATASET = (commands.C_STORE_RQ, commands.C_FIND_RQ, commands.C_MOVE_RQ, commands.C_GET_RQ)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,10 @@ class FastAssociation(asyncio.Protocol):
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker: asyncio.Task | None = None
         self.cancelled: set[int] = set()
+        self.scu_contexts: frozenset[int] = frozenset()
+        # C-GET: our C-STORE sub-operation awaiting its response, by Message ID.
+        self.store_responses: dict[int, asyncio.Future] = {}
+        self.next_message_id = 0
         self.can_write = asyncio.Event()
         self.can_write.set()
         self.stats = {"stored": 0, "dup": 0, "failed": 0, "find": 0}
@@ -109,6 +116,9 @@ class FastAssociation(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_closed()
         self.can_write.set()
+        for waiter in self.store_responses.values():
+            if not waiter.done():
+                waiter.set_result(None)
         if self._idle_handle is not None:
             self._idle_handle.cancel()
         if self.dataset is not None:
@@ -187,6 +197,7 @@ class FastAssociation(asyncio.Protocol):
             return
         self.established = True
         self.contexts = result.contexts
+        self.scu_contexts = result.scu_contexts
         self.peer_max_pdu = result.peer_max_pdu
         self.worker = asyncio.get_running_loop().create_task(self._serve())
 
@@ -214,10 +225,16 @@ class FastAssociation(asyncio.Protocol):
         except (MalformedDatasetError, ValueError) as exc:
             raise pdu.ProtocolError(f"bad command set: {exc}") from exc
         if command.field == commands.C_CANCEL_RQ:
-            # Acted on at once: the query it cancels is still streaming responses.
+            # Acted on at once: the request it cancels is still streaming responses.
             self.cancelled.add(command.responding_to)
+        elif command.field == commands.C_STORE_RQ | 0x8000:
+            waiter = self.store_responses.pop(command.responding_to, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(command.status)
+            else:
+                LOGGER.warning("association %s: C-STORE-RSP to no request of ours", self.calling)
         elif command.has_dataset:
-            if command.field not in (commands.C_STORE_RQ, commands.C_FIND_RQ):
+            if command.field not in _WITH_DATASET:
                 raise pdu.ProtocolError(f"command {command.field:#06x} with a dataset on the fast path")
             self.command_context = context_id
             self.dataset = IncomingDataset(self.archive, command, self.contexts[context_id][1], self.calling)
@@ -250,14 +267,17 @@ class FastAssociation(asyncio.Protocol):
                 status, comment = await self._store(command, dataset)
             elif command.field == commands.C_FIND_RQ and dataset is not None:
                 status, comment = await self._find(command, context_id, dataset, held)
+            elif command.field in (commands.C_MOVE_RQ, commands.C_GET_RQ) and dataset is not None:
+                await self._retrieve(command, context_id, dataset)
+                continue
             elif command.field == commands.C_ECHO_RQ:
                 status, comment = SUCCESS, None
             else:
                 status, comment = UNRECOGNIZED_OPERATION, "operation not supported on this association"
-            self._respond(command, context_id, status, comment, held=held)
+            self.respond(command, context_id, status, comment, held=held)
             self._flush(held)
 
-    def _respond(
+    def respond(
         self,
         command: commands.Command,
         context_id: int,
@@ -265,13 +285,15 @@ class FastAssociation(asyncio.Protocol):
         comment: str | None,
         identifier: bytes | None = None,
         held: list[bytes] | None = None,
+        suboperations: tuple | None = None,
     ) -> None:
         """Add a response's PDUs to ``held`` (sent later in one write), or send it now."""
-        if self.transport is None or self.transport.is_closing():
+        if not self.connected:
             return
         sop_class = command.sop_class_uid or (VERIFICATION if command.field == commands.C_ECHO_RQ else "")
         rsp = commands.encode_response(
-            command.field, command.message_id, status, sop_class, command.sop_instance_uid, comment, identifier is not None
+            command.field, command.message_id, status, sop_class, command.sop_instance_uid, comment,
+            identifier is not None, suboperations,
         )
         pdus = pdu.p_data(context_id, True, rsp, self.peer_max_pdu)
         if identifier is not None:
@@ -332,7 +354,7 @@ class FastAssociation(asyncio.Protocol):
                 if command.message_id in self.cancelled:
                     self.cancelled.discard(command.message_id)
                     return CANCEL, None
-                self._respond(command, context_id, PENDING, None, _encode(response, implicit, little), held)
+                self.respond(command, context_id, PENDING, None, encode_dataset(response, implicit, little), held)
                 if n % _FIND_YIELD_EVERY == 0 or not self.can_write.is_set():
                     self._flush(held)
                     await asyncio.sleep(0)
@@ -346,13 +368,46 @@ class FastAssociation(asyncio.Protocol):
         self.cancelled.discard(command.message_id)
         return SUCCESS, None
 
+    async def _retrieve(self, command: commands.Command, context_id: int, dataset: IncomingDataset) -> None:
+        syntax = dataset.transfer_syntax
+        implicit, little = encoding_of(syntax)
+        try:
+            identifier = read_dataset(BytesIO(inflated(dataset.take(), syntax)), implicit, little)
+            status, comment, counts, failed = await Retrieval(self, command, context_id, (implicit, little)).run(identifier)
+        except Exception:
+            LOGGER.exception("retrieve failed")
+            status, comment, counts, failed = UNABLE_TO_PROCESS, "unable to process the request", None, None
+        if status is not None:
+            self.respond(command, context_id, status, comment, failed, suboperations=counts)
+
+    async def send_store(self, context_id: int, sop_class_uid: str, sop_instance_uid: str, dataset) -> int | None:
+        """A C-STORE sub-operation to the requester (C-GET); its response status."""
+        self.next_message_id = self.next_message_id % 65535 + 1
+        message_id = self.next_message_id
+        waiter = asyncio.get_running_loop().create_future()
+        self.store_responses[message_id] = waiter
+        command = commands.encode_store_request(message_id, sop_class_uid, sop_instance_uid)
+        await self.can_write.wait()
+        if not self.connected:
+            return None
+        pdus = pdu.p_data(context_id, True, command, self.peer_max_pdu) + pdu.p_data(context_id, False, dataset, self.peer_max_pdu)
+        self.transport.writelines(pdus)
+        try:
+            return await asyncio.wait_for(waiter, self.ctx.idle_timeout)
+        finally:
+            self.store_responses.pop(message_id, None)
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
     def _flush(self, held: list[bytes]) -> None:
         if held and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(held))
         held.clear()
 
 
-def _encode(ds, implicit: bool, little: bool) -> bytes:
+def encode_dataset(ds, implicit: bool, little: bool) -> bytes:
     buf = DicomBytesIO()
     buf.is_implicit_VR, buf.is_little_endian = implicit, little
     write_dataset(buf, ds)

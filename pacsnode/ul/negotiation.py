@@ -19,15 +19,15 @@ from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from pacsnode.dicom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
-    PATIENT_ROOT_FIND,
+    QR_MODELS,
     STORAGE_SOP_CLASSES,
-    STUDY_ROOT_FIND,
     VERIFICATION,
 )
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-# What the fast path serves; C-MOVE and C-GET stay with pynetdicom.
-FAST_ABSTRACT_SYNTAXES = frozenset(STORAGE_SOP_CLASSES.values()) | {VERIFICATION, PATIENT_ROOT_FIND, STUDY_ROOT_FIND}
+# What the fast path serves; anything else (storage commitment, ...) goes to pynetdicom.
+_STORAGE = frozenset(STORAGE_SOP_CLASSES.values())
+FAST_ABSTRACT_SYNTAXES = _STORAGE | {VERIFICATION} | frozenset(QR_MODELS)
 
 
 def decode_request(pdu: bytes) -> A_ASSOCIATE:
@@ -37,13 +37,12 @@ def decode_request(pdu: bytes) -> A_ASSOCIATE:
 
 
 def suits_fast_path(request: A_ASSOCIATE) -> bool:
-    """Storage, verification and C-FIND only, no role selection or user identity to answer."""
+    """Storage, verification and query/retrieve only, and no user identity to answer."""
     contexts = request.presentation_context_definition_list
-    items = request.user_information
     return (
         bool(contexts)
         and all(cx.abstract_syntax in FAST_ABSTRACT_SYNTAXES for cx in contexts)
-        and not any(isinstance(i, (SCP_SCU_RoleSelectionNegotiation, UserIdentityNegotiation)) for i in items)
+        and not any(isinstance(i, UserIdentityNegotiation) for i in request.user_information)
     )
 
 
@@ -56,6 +55,8 @@ class Negotiated:
     # context id -> (abstract syntax, transfer syntax)
     contexts: dict[int, tuple[str, str]] = field(default_factory=dict)
     peer_max_pdu: int = 0
+    # Contexts on which we may send C-STOREs (C-GET): the requester took the SCP role.
+    scu_contexts: frozenset[int] = frozenset()
 
 
 def negotiate(request: A_ASSOCIATE, ae_title: str, supported: list[PresentationContext], max_pdu: int) -> Negotiated:
@@ -64,7 +65,12 @@ def negotiate(request: A_ASSOCIATE, ae_title: str, supported: list[PresentationC
         return Negotiated(_reject(request, diagnostic=0x07), False, calling, called)  # called AE title not recognized
     if request.application_context_name != APPLICATION_CONTEXT:
         return Negotiated(_reject(request, diagnostic=0x02), False, calling, called)
-    results, _ = negotiate_as_acceptor(request.presentation_context_definition_list, supported, None)
+    roles = {
+        item.sop_class_uid: (item.scu_role, item.scp_role)
+        for item in request.user_information
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    }
+    results, role_replies = negotiate_as_acceptor(request.presentation_context_definition_list, supported, roles or None)
     peer_max = 0
     for item in request.user_information:
         if isinstance(item, MaximumLengthNotification):
@@ -82,13 +88,13 @@ def negotiate(request: A_ASSOCIATE, ae_title: str, supported: list[PresentationC
     impl_uid.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
     impl_name = ImplementationVersionNameNotification()
     impl_name.implementation_version_name = IMPLEMENTATION_VERSION_NAME
-    reply.user_information = [max_length, impl_uid, impl_name]
+    reply.user_information = [max_length, impl_uid, impl_name, *role_replies]
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(reply)
-    contexts = {
-        cx.context_id: (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in results if cx.result == 0x00
-    }
-    return Negotiated(ac.encode(), True, calling, called, contexts, peer_max)
+    accepted = [cx for cx in results if cx.result == 0x00]
+    contexts = {cx.context_id: (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in accepted}
+    scu_contexts = frozenset(cx.context_id for cx in accepted if cx.as_scu and cx.abstract_syntax in _STORAGE)
+    return Negotiated(ac.encode(), True, calling, called, contexts, peer_max, scu_contexts)
 
 
 def _reject(request: A_ASSOCIATE, diagnostic: int) -> bytes:

@@ -147,5 +147,6 @@ def test_negotiation_matches_pynetdicom():
     assert not rejected.accepted and rejected.reply[0] == pdu.A_ASSOCIATE_RJ and rejected.reply[-1] == 0x07
     assert suits_fast_path(request)
     assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.1")]))  # C-FIND
-    assert not suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.2")]))  # C-MOVE
+    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.2")]))  # C-MOVE
+    assert not suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.1.20.1")]))  # commitment
     assert build_ae  # the AE module imports cleanly alongside the fast path

@@ -1,0 +1,39 @@
+"""What goes on the wire for a stored instance: its bytes as stored when the peer accepted
+that transfer syntax, otherwise converted to an uncompressed syntax the peer accepted."""
+from __future__ import annotations
+
+from typing import Collection
+
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+from pacsnode._native import header
+from pacsnode.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from pacsnode.errors import PacsError
+
+
+class NoAcceptedSyntaxError(PacsError):
+    """The peer accepted neither the stored syntax nor one we can convert to."""
+
+    dimse_status = 0xA702
+
+
+def dataset_for_peer(part10: bytes, stored_syntax: str, accepted: Collection[str]) -> tuple[str, bytes | memoryview]:
+    """(transfer syntax, encoded dataset) to send; the stored bytes untouched when possible."""
+    _, offset = header.read_file_meta(part10)
+    dataset = memoryview(part10)[offset:]
+    if stored_syntax in accepted:
+        return stored_syntax, dataset
+    if EXPLICIT_VR_LE not in accepted and IMPLICIT_VR_LE not in accepted:
+        raise NoAcceptedSyntaxError(f"peer accepts no syntax we can send {stored_syntax} data in")
+    from pacsnode.pixels.decode import transcode_to_explicit_le
+
+    explicit = dataset if stored_syntax == EXPLICIT_VR_LE else transcode_to_explicit_le(dataset, stored_syntax)
+    if EXPLICIT_VR_LE in accepted:
+        return EXPLICIT_VR_LE, explicit
+    ds = read_dataset(DicomBytesIO(bytes(explicit)), False, True)
+    out = DicomBytesIO()
+    out.is_implicit_VR, out.is_little_endian = True, True
+    write_dataset(out, ds)
+    return IMPLICIT_VR_LE, out.getvalue()
