@@ -2,8 +2,9 @@
 
 pynetdicom's own retrieve SCP re-encodes every instance from a pydicom Dataset. This class
 keeps pynetdicom's negotiation, DIMSE messaging and C-CANCEL handling, and replaces the
-sub-operation loop: each instance is sent from its stored file when the peer accepted its
-transfer syntax (no decode), or converted between uncompressed syntaxes otherwise.
+sub-operation loop: each instance is sent as stored when the peer accepted its transfer
+syntax (no decode), otherwise converted (services.outgoing). The fast path (pacsnode.ul)
+serves most retrieves; this class serves associations that also need pynetdicom.
 """
 from __future__ import annotations
 
@@ -13,16 +14,14 @@ from io import BytesIO
 from typing import TYPE_CHECKING
 
 import pynetdicom.association
-from pydicom import Dataset, dcmread
+from pydicom import Dataset
 from pynetdicom import build_context, evt
 from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from pacsnode._native import header
 from pacsnode.dicom.uids import (
-    EXPLICIT_VR_BE,
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
     PATIENT_ROOT_GET,
@@ -31,6 +30,7 @@ from pacsnode.dicom.uids import (
 )
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.errors import PacsError
+from pacsnode.services.outgoing import dataset_for_peer, proposals_for
 
 if TYPE_CHECKING:
     from pynetdicom.association import Association
@@ -47,8 +47,6 @@ WARNING = 0xB000
 SUBOPS_FAILED = 0xA702  # Out of resources: unable to perform sub-operations
 MOVE_DESTINATION_UNKNOWN = 0xA801
 UNABLE_TO_PROCESS = 0xC000
-_UNCOMPRESSED = (EXPLICIT_VR_LE, IMPLICIT_VR_LE, EXPLICIT_VR_BE)
-_MAX_CONTEXTS = 128
 _RETRIEVE_MODELS = {uid for uid, (_, op) in QR_MODELS.items() if op in ("C-MOVE", "C-GET")}
 
 
@@ -90,7 +88,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
             store_assoc = self.ae.associate(
                 destination.host,
                 destination.port,
-                contexts=_contexts_for(instances),
+                contexts=[build_context(c, ts) for c, ts in proposals_for(instances)],
                 ae_title=destination.ae_title,
                 evt_handlers=[(evt.EVT_CONN_OPEN, set_nodelay)],
             )
@@ -162,45 +160,20 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
         self.dimse.send_msg(rsp, cx_id)
 
 
-def _contexts_for(instances: list["InstanceRecord"]) -> list:
-    """Propose each stored syntax alone (so it is chosen when supported), then an
-    uncompressed fallback per SOP class."""
-    exact = list(dict.fromkeys((i.sop_class_uid, i.transfer_syntax) for i in instances))
-    classes = list(dict.fromkeys(i.sop_class_uid for i in instances))
-    fallback = [(c, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for c in classes]
-    wanted = fallback[:_MAX_CONTEXTS // 2] + [(c, [t]) for c, t in exact]
-    return [build_context(c, ts) for c, ts in wanted[:_MAX_CONTEXTS]]
-
-
 def _send_one(assoc: "Association", ae, inst: "InstanceRecord", msg_id: int, originator: str | None, originator_id: int) -> str:
     """C-STORE one instance; returns 'success', 'warning' or 'failure'."""
-    blobs = ae.archive.blobs
-    msg_id = msg_id or 1
     try:
-        path = blobs.local_path(inst.blob_id)
-        part10 = None if path is not None else blobs.read(inst.blob_id)
-        # Raises ValueError when the peer accepted no context with the stored syntax.
-        assoc._get_valid_context(inst.sop_class_uid, inst.transfer_syntax, "scu", allow_conversion=False)
-        if path is not None:  # a large instance: pynetdicom streams it from its file
-            kwargs = {"originator_aet": originator, "originator_id": originator_id} if originator else {}
-            status = assoc.send_c_store(path, msg_id=msg_id, **kwargs)
-        else:
-            status = send_encoded(assoc, inst, part10, msg_id, originator, originator_id)
-    except ValueError:
-        # No context with the stored syntax: pynetdicom converts between the uncompressed
-        # syntaxes; compressed data needs transcoding (not yet).
-        if inst.transfer_syntax not in _UNCOMPRESSED:
-            LOGGER.warning("peer accepts no syntax for %s stored as %s", inst.sop_instance_uid, inst.transfer_syntax)
-            return "failure"
-        try:
-            source = path if path is not None else BytesIO(part10)
-            kwargs = {"originator_aet": originator, "originator_id": originator_id} if originator else {}
-            status = assoc.send_c_store(dcmread(source), msg_id=msg_id, **kwargs)
-        except Exception:
-            LOGGER.exception("C-STORE sub-operation for %s failed", inst.sop_instance_uid)
-            return "failure"
-    except Exception:
-        LOGGER.exception("C-STORE sub-operation for %s failed", inst.sop_instance_uid)
+        contexts = {}
+        for syntax in dict.fromkeys((inst.transfer_syntax, EXPLICIT_VR_LE, IMPLICIT_VR_LE)):
+            try:
+                contexts[syntax] = assoc._get_valid_context(inst.sop_class_uid, syntax, "scu", allow_conversion=False)
+            except ValueError:  # no accepted context (with us as SCU) for this syntax
+                pass
+        part10 = ae.archive.blobs.read(inst.blob_id)
+        syntax, dataset = dataset_for_peer(part10, inst.transfer_syntax, contexts)
+        status = send_encoded(assoc, contexts[syntax], inst, dataset, msg_id or 1, originator, originator_id)
+    except Exception as exc:
+        LOGGER.warning("C-STORE sub-operation for %s failed: %s", inst.sop_instance_uid, exc)
         return "failure"
     code = getattr(status, "Status", None)
     if code is None:
@@ -213,12 +186,10 @@ def _send_one(assoc: "Association", ae, inst: "InstanceRecord", msg_id: int, ori
 
 
 def send_encoded(
-    assoc: "Association", inst: "InstanceRecord", part10: bytes, msg_id: int, originator: str | None, originator_id: int
+    assoc: "Association", context, inst: "InstanceRecord", dataset, msg_id: int, originator: str | None, originator_id: int
 ) -> Dataset:
-    """C-STORE already-encoded bytes in their own syntax: the tail of pynetdicom's
+    """C-STORE an encoded dataset on an accepted context: the tail of pynetdicom's
     ``Association.send_c_store`` after its encode step (pinned pynetdicom version)."""
-    _, offset = header.read_file_meta(part10)
-    context = assoc._get_valid_context(inst.sop_class_uid, inst.transfer_syntax, "scu", allow_conversion=False)
     req = C_STORE()
     req.MessageID = msg_id
     req.Priority = 2
@@ -227,7 +198,7 @@ def send_encoded(
     if originator:
         req.MoveOriginatorApplicationEntityTitle = originator
         req.MoveOriginatorMessageID = originator_id
-    req.DataSet = BytesIO(memoryview(part10)[offset:])
+    req.DataSet = BytesIO(dataset)
     # Pause the acceptor reactor (as send_c_store does) so it cannot take our response.
     assoc._reactor_checkpoint.clear()
     while not assoc._is_paused:

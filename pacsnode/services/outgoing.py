@@ -2,7 +2,7 @@
 that transfer syntax, otherwise converted to an uncompressed syntax the peer accepted."""
 from __future__ import annotations
 
-from typing import Collection
+from typing import TYPE_CHECKING, Collection
 
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -11,6 +11,21 @@ from pydicom.filewriter import write_dataset
 from pacsnode._native import header
 from pacsnode.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from pacsnode.errors import PacsError
+
+if TYPE_CHECKING:
+    from pacsnode.index.base import InstanceRecord
+
+
+_MAX_CONTEXTS = 128
+
+
+def proposals_for(instances: list["InstanceRecord"]) -> list[tuple[str, list[str]]]:
+    """Each stored syntax alone (so it is picked when supported), then an uncompressed
+    fallback per SOP class, within the 128 contexts an association allows."""
+    classes = list(dict.fromkeys(i.sop_class_uid for i in instances))
+    exact = list(dict.fromkeys((i.sop_class_uid, i.transfer_syntax) for i in instances))
+    fallback = [(c, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for c in classes]
+    return (fallback[: _MAX_CONTEXTS // 2] + [(c, [t]) for c, t in exact])[:_MAX_CONTEXTS]
 
 
 class NoAcceptedSyntaxError(PacsError):

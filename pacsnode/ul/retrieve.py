@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydicom.dataset import Dataset
 
-from pacsnode.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE, PATIENT_ROOT_GET, PATIENT_ROOT_MOVE
+from pacsnode.dicom.uids import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE
 from pacsnode.errors import PacsError
 from pacsnode.index.base import InstanceRecord
-from pacsnode.services.outgoing import dataset_for_peer
+from pacsnode.services.outgoing import dataset_for_peer, proposals_for
 from pacsnode.ul import commands
 from pacsnode.ul.scu import StoreSCU
 
@@ -28,22 +28,12 @@ SUCCESS, PENDING, CANCEL, WARNING = 0x0000, 0xFF00, 0xFE00, 0xB000
 SUBOPS_FAILED = 0xA702
 MOVE_DESTINATION_UNKNOWN = 0xA801
 UNABLE_TO_PROCESS = 0xC000
-_MAX_CONTEXTS = 128
 
 
 class Sender(Protocol):
     def accepted_syntaxes(self, sop_class_uid: str) -> dict[str, int]: ...
 
     async def store(self, context_id: int, sop_class_uid: str, sop_instance_uid: str, dataset, originator, originator_id) -> int: ...
-
-
-def proposals_for(instances: list[InstanceRecord]) -> list[tuple[str, list[str]]]:
-    """Each stored syntax alone (so it is picked when supported), then an uncompressed
-    fallback per SOP class, within the 128 contexts an association allows."""
-    classes = list(dict.fromkeys(i.sop_class_uid for i in instances))
-    exact = list(dict.fromkeys((i.sop_class_uid, i.transfer_syntax) for i in instances))
-    fallback = [(c, [EXPLICIT_VR_LE, IMPLICIT_VR_LE]) for c in classes]
-    return (fallback[: _MAX_CONTEXTS // 2] + [(c, [t]) for c, t in exact])[:_MAX_CONTEXTS]
 
 
 def _outcome(status: int | None) -> str:
