@@ -21,6 +21,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ae-title", help="our AE title (default PACSNODE)")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
+    serve.add_argument("--http-port", type=int, help="DICOMweb and viewer HTTP port (default 8042; 0: no HTTP)")
     serve.add_argument(
         "--remote", action="append", metavar="AET=HOST:PORT", help="a peer we may send to (C-MOVE); repeatable"
     )
@@ -38,13 +39,19 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--jobs", type=int, default=8, help="files read and scanned in parallel (default 8)")
     imp.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub.add_parser("conformance", help="print the DICOM Conformance Statement (docs/conformance.md)")
+    viewer = sub.add_parser("viewer", help="the OHIF web viewer served at /viewer")
+    viewer_sub = viewer.add_subparsers(dest="viewer_command", metavar="ACTION")
+    vinstall = viewer_sub.add_parser("install", help="fetch the pinned OHIF viewer with npm and install it")
+    vinstall.add_argument("--data", type=Path, help="data folder; the viewer goes to DATA/viewer (default ./data)")
+    vinstall.add_argument("--dir", type=Path, help="install here instead (serve finds it through $PACSNODE_VIEWER_DIR)")
+    vinstall.add_argument("--version", dest="ohif_version", help="@ohif/app version (default: the tested pin)")
     return parser
 
 
 def build_config(args: argparse.Namespace) -> NodeConfig:
     values: dict = load_toml(args.config) if args.config else {}
     remotes = list(values.pop("remote", []) or [])
-    for key in ("data", "ae_title", "host", "port", "duplicate_policy", "workers", "fast_path"):
+    for key in ("data", "ae_title", "host", "port", "http_port", "duplicate_policy", "workers", "fast_path"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
     remotes += getattr(args, "remote", None) or []
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(render(), end="")
         return 0
+    if args.command == "viewer":
+        return _viewer(parser, args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pynetdicom logs every PDU at INFO; keep its warnings and errors only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -80,11 +89,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from pacsnode.dimse.server import PortInUseError, serve
 
+        explicit_http = args.http_port is not None or (
+            args.config is not None and "http_port" in load_toml(args.config)
+        )
         try:
-            serve(config)
+            serve(config, http_required=explicit_http)
         except PortInUseError as exc:
             print(f"pacsnode: error: {exc}", file=sys.stderr)
             return 1
+    return 0
+
+
+def _viewer(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from pacsnode.web.viewer import OHIF_VERSION, ViewerInstallError, default_dir, install
+
+    if args.viewer_command != "install":
+        parser.exit(2, "pacsnode: error: viewer: use `pacsnode viewer install`\n")
+    target = args.dir or default_dir(args.data or NodeConfig().data)
+    try:
+        install(target, args.ohif_version or OHIF_VERSION)
+    except ViewerInstallError as exc:
+        print(f"pacsnode: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DUPLICATE_POLICIES = ("reject", "replace")
+IDENTITY_POLICIES = ("quarantine", "coerce", "off")
 _AET_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 
 
@@ -39,6 +40,8 @@ class NodeConfig:
     ae_title: str = "PACSNODE"
     host: str = "127.0.0.1"
     port: int = 11112
+    # DICOMweb and the viewer over HTTP on the same host; 0 disables HTTP.
+    http_port: int = 8042
     remotes: tuple[Remote, ...] = ()
     # Worker processes accepting on the one port (each with its own index handles).
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -52,12 +55,44 @@ class NodeConfig:
     index_map_size: int = 64 * 1024**3
     network_timeout: float = 60.0
     dimse_timeout: float = 60.0
+    # -- the RIS side (docs/platform.md) --
+    # MLLP port for the RIS's HL7 feed (ADT A01/A04/A08/A40, ORM^O01, OMI^O23); 0: none.
+    hl7_port: int = 0
+    # An instance whose identity contradicts its order: "quarantine", "coerce" or "off".
+    identity_policy: str = "quarantine"
+    # The RIS's Modality Worklist, asked (off the store path) about unknown accession numbers.
+    worklist: Remote | None = None
+    # Instance Availability Notification subscribers, and where MPPS messages are forwarded.
+    ian: tuple[Remote, ...] = ()
+    mpps_forward: tuple[Remote, ...] = ()
+    # Without MPPS, a study is complete when no instance has arrived for this long.
+    study_stable_seconds: float = 60.0
+
+    @property
+    def order_feed(self) -> bool:
+        """Whether orders reach us (HL7 or worklist), so that unmatched studies mean something."""
+        return bool(self.hl7_port or self.worklist)
+
+    @property
+    def coordinates(self) -> bool:
+        """Whether a coordinator process is needed (HL7, notifications, forwarding, look-ups)."""
+        return bool(self.hl7_port or self.worklist or self.ian or self.mpps_forward)
 
     def __post_init__(self) -> None:
         validate_ae_title(self.ae_title)
         validate_port(self.port, "port")
+        if self.http_port != 0:
+            validate_port(self.http_port, "http port")
         if not 1 <= self.workers <= 256:
             raise ConfigError(f"workers {self.workers}: use 1 to 256")
+        if self.hl7_port:
+            validate_port(self.hl7_port, "hl7-port")
+            if self.hl7_port == self.port:
+                raise ConfigError("hl7-port and port must differ")
+        if self.identity_policy not in IDENTITY_POLICIES:
+            raise ConfigError(f"identity_policy {self.identity_policy!r}: use one of {', '.join(IDENTITY_POLICIES)}")
+        if not self.study_stable_seconds > 0:
+            raise ConfigError("study_stable_seconds must be > 0")
         if self.duplicate_policy not in DUPLICATE_POLICIES:
             raise ConfigError(
                 f"duplicate_policy {self.duplicate_policy!r}: use one of {', '.join(DUPLICATE_POLICIES)}"

@@ -12,7 +12,7 @@ from pacsnode.dicom.uids import (
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION,
 )
-from pacsnode.dimse import handlers, retrieve_scp
+from pacsnode.dimse import commitment, handlers, retrieve_scp
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.services.archive import Archive
 
@@ -49,6 +49,8 @@ def build_ae(archive: Archive) -> PacsAE:
         ae.add_supported_context(uid, list(STORAGE_TRANSFER_SYNTAXES), scu_role=True, scp_role=True)
     for uid in QR_MODELS:
         ae.add_supported_context(uid, list(QUERY_TRANSFER_SYNTAXES))
+    # Storage Commitment Push Model: we are the SCP (reports may go out on new associations).
+    ae.add_supported_context(commitment.STORAGE_COMMITMENT_PUSH, list(QUERY_TRANSFER_SYNTAXES))
     retrieve_scp.install()
     return ae
 
@@ -62,4 +64,5 @@ def event_handlers(archive: Archive) -> list:
         (evt.EVT_C_ECHO, handlers.on_echo),
         (evt.EVT_C_STORE, handlers.on_store, [archive]),
         (evt.EVT_C_FIND, handlers.on_find, [archive]),
+        (evt.EVT_N_ACTION, commitment.on_n_action, [archive]),
     ]

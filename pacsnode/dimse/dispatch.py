@@ -13,7 +13,7 @@ import socket
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.ul import pdu
-from pacsnode.ul.negotiation import decode_request, suits_fast_path
+from pacsnode.ul.negotiation import FAST_ABSTRACT_SYNTAXES, decode_request, suits_fast_path
 from pacsnode.ul.association import FastAssociation, FastPathContext
 
 LOGGER = logging.getLogger(__name__)
@@ -23,10 +23,18 @@ _MAX_REQUEST = 1 << 20  # an A-ASSOCIATE-RQ larger than this is left to pynetdic
 
 class Dispatcher:
     def __init__(
-        self, listener: socket.socket, fast: FastPathContext | None, pynetdicom_server: ThreadedAssociationServer, acse_timeout: float
+        self,
+        listener: socket.socket,
+        fast: FastPathContext | None,
+        pynetdicom_server: ThreadedAssociationServer,
+        acse_timeout: float,
     ) -> None:
         self.listener = listener
         self.fast = fast
+        # SOP classes the AE supports that only pynetdicom serves (e.g. storage commitment).
+        self.slow_syntaxes = frozenset(
+            str(cx.abstract_syntax) for cx in pynetdicom_server.ae.supported_contexts
+        ) - FAST_ABSTRACT_SYNTAXES
         self.pynetdicom_server = pynetdicom_server
         self.acse_timeout = acse_timeout
         self.fast_associations: set[asyncio.Transport] = set()
@@ -46,7 +54,7 @@ class Dispatcher:
             LOGGER.info("connection from %s:%s closed before an association request (%s)", *address[:2], exc or "timeout")
             sock.close()
             return
-        if request is not None and self.fast is not None and _suits_fast_path(request):
+        if request is not None and self.fast is not None and self._suits_fast_path(request):
             loop = asyncio.get_running_loop()
             transport, _ = await loop.connect_accepted_socket(lambda: FastAssociation(self.fast), sock)
             self.fast_associations.add(transport)
@@ -55,6 +63,12 @@ class Dispatcher:
         sock.setblocking(True)
         # pynetdicom's request handler starts the association in a thread of its own.
         self.pynetdicom_server.finish_request(sock, address)
+
+    def _suits_fast_path(self, request: bytes) -> bool:
+        try:
+            return suits_fast_path(decode_request(request), self.slow_syntaxes)
+        except Exception:  # a malformed request: pynetdicom answers it
+            return False
 
     @staticmethod
     async def _peek_request(sock: socket.socket) -> bytes | None:
@@ -80,8 +94,4 @@ class Dispatcher:
                 return data
 
 
-def _suits_fast_path(request: bytes) -> bool:
-    try:
-        return suits_fast_path(decode_request(request))
-    except Exception:  # a malformed request: pynetdicom answers it
-        return False
+

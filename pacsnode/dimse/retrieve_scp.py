@@ -22,8 +22,6 @@ from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from pacsnode.dicom.uids import (
-    EXPLICIT_VR_LE,
-    IMPLICIT_VR_LE,
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
     QR_MODELS,
@@ -163,12 +161,13 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
 def _send_one(assoc: "Association", ae, inst: "InstanceRecord", msg_id: int, originator: str | None, originator_id: int) -> str:
     """C-STORE one instance; returns 'success', 'warning' or 'failure'."""
     try:
-        contexts = {}
-        for syntax in dict.fromkeys((inst.transfer_syntax, EXPLICIT_VR_LE, IMPLICIT_VR_LE)):
-            try:
-                contexts[syntax] = assoc._get_valid_context(inst.sop_class_uid, syntax, "scu", allow_conversion=False)
-            except ValueError:  # no accepted context (with us as SCU) for this syntax
-                pass
+        # Contexts on which we may send this SOP class: any we proposed (C-MOVE), or those
+        # where the C-GET requester took the SCP role.
+        contexts = {
+            str(cx.transfer_syntax[0]): cx
+            for cx in assoc.accepted_contexts
+            if cx.abstract_syntax == inst.sop_class_uid and (assoc.is_requestor or cx.as_scu)
+        }
         part10 = ae.archive.blobs.read(inst.blob_id)
         syntax, dataset = dataset_for_peer(part10, inst.transfer_syntax, contexts)
         status = send_encoded(assoc, contexts[syntax], inst, dataset, msg_id or 1, originator, originator_id)

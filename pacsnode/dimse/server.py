@@ -46,8 +46,21 @@ def make_listener(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(config: NodeConfig) -> None:
+def serve(config: NodeConfig, http_required: bool = True) -> None:
+    """Serve until SIGINT/SIGTERM. ``http_required``: a busy HTTP port is an error (else the
+    node runs without HTTP, with a warning: the port was only the default)."""
     listener = make_listener(config.host, config.port)
+    http_listener = None
+    if config.http_port:
+        try:
+            http_listener = make_listener(config.host, config.http_port)
+        except PortInUseError as exc:
+            if http_required:
+                listener.close()
+                raise
+            LOGGER.warning("%s; DICOMweb and the viewer are off (choose another --http-port)", exc)
+        else:
+            LOGGER.info("DICOMweb on http://%s:%d/dicom-web, viewer on /viewer", config.host, config.http_port)
     LOGGER.info(
         "%s listening on %s:%d with %d worker(s), data in %s, %d remote(s)",
         config.ae_title,
@@ -58,13 +71,15 @@ def serve(config: NodeConfig) -> None:
         len(config.remotes),
     )
     if config.workers <= 1:
-        run_worker(config, listener)
+        run_worker(config, listener, http_listener)
     else:
-        _supervise(config, listener)
+        _supervise(config, listener, http_listener)
     listener.close()
+    if http_listener is not None:
+        http_listener.close()
 
 
-def _supervise(config: NodeConfig, listener: socket.socket) -> None:
+def _supervise(config: NodeConfig, listener: socket.socket, http_listener: socket.socket | None = None) -> None:
     ctx = multiprocessing.get_context("fork")
     stopping = False
 
@@ -76,14 +91,14 @@ def _supervise(config: NodeConfig, listener: socket.socket) -> None:
     signal.signal(signal.SIGTERM, stop)
     workers = {}
     for n in range(config.workers):
-        workers[n] = ctx.Process(target=run_worker, args=(config, listener), name=f"pacsnode-worker-{n}")
+        workers[n] = ctx.Process(target=run_worker, args=(config, listener, http_listener), name=f"pacsnode-worker-{n}")
         workers[n].start()
     while not stopping:
         time.sleep(0.2)
         for n, proc in list(workers.items()):
             if not proc.is_alive() and not stopping:
                 LOGGER.error("worker %d exited with %s; restarting it", n, proc.exitcode)
-                workers[n] = ctx.Process(target=run_worker, args=(config, listener), name=f"pacsnode-worker-{n}")
+                workers[n] = ctx.Process(target=run_worker, args=(config, listener, http_listener), name=f"pacsnode-worker-{n}")
                 workers[n].start()
     LOGGER.info("shutting down %d worker(s)", len(workers))
     for proc in workers.values():
@@ -95,8 +110,9 @@ def _supervise(config: NodeConfig, listener: socket.socket) -> None:
             proc.kill()
 
 
-def run_worker(config: NodeConfig, listener: socket.socket) -> None:
-    """One worker: its own archive handles, a pynetdicom AE and the asyncio fast path."""
+def run_worker(config: NodeConfig, listener: socket.socket, http_listener: socket.socket | None = None) -> None:
+    """One worker: its own archive handles, a pynetdicom AE, the asyncio fast path and,
+    given an HTTP socket, the DICOMweb application on the same event loop."""
     try:
         import uvloop
 
@@ -122,9 +138,21 @@ def run_worker(config: NodeConfig, listener: socket.socket) -> None:
         loop.add_signal_handler(sig, stopped.set)
 
     async def main() -> None:
+        runner = None
+        if http_listener is not None:
+            from aiohttp import web
+
+            from pacsnode.web import build_app
+
+            runner = web.AppRunner(build_app(archive), access_log=None, handle_signals=False, shutdown_timeout=_GRACE_SECONDS)
+            await runner.setup()
+            await web.SockSite(runner, http_listener).start()
         accepting = loop.create_task(dispatcher.serve())
         await stopped.wait()
         accepting.cancel()
+        if runner is not None:
+            # Stops accepting, lets requests in progress finish (within the grace period).
+            await runner.cleanup()
         deadline = time.monotonic() + _GRACE_SECONDS
         # Let associations in progress finish their current work before closing them.
         while (dispatcher.fast_associations or ae.active_associations) and time.monotonic() < deadline:

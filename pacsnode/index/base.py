@@ -23,6 +23,14 @@ class InstanceRecord:
     sha256: str
     attrs: dict = field(default_factory=dict)
     stored_at: float = 0.0
+    # The identity check's outcome when it needs recording (services.identity): e.g.
+    # {"outcome": "quarantined", ...}. A quarantined instance is held but kept out of the
+    # patient/study/series hierarchy (C-FIND, C-MOVE, C-GET) until it is resolved.
+    identity: dict | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        return bool(self.identity and self.identity.get("outcome") == "quarantined")
 
 
 @dataclass

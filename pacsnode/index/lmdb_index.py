@@ -4,14 +4,21 @@ Tables (one environment, opened after fork in each process):
   patients, studies, series, instances   key -> msgpack record
   c_patient, c_study, c_series           parent key -> child keys (dupsort)
   ix_pname, ix_sdate, ix_acc, ix_mod     attribute value -> entity key (dupsort)
+  quarantine                             study key -> quarantined instance keys (dupsort)
 Every write is one transaction, committed with fsync before the caller acknowledges.
+
+A quarantined instance (identity under reconciliation) has an ``instances`` record with
+``q`` (why) and ``qa`` (all its attributes) but no place in the hierarchy: C-FIND and
+retrieval never see it. Other modules keep their tables in the same environment
+(``open_table``), so their writes can share a transaction with the index's (``after_add``,
+``rewrite``).
 """
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -26,7 +33,9 @@ LOGGER = logging.getLogger(__name__)
 _LEVEL_DB = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series", "IMAGE": "instances"}
 _CHILDREN = {"PATIENT": "c_patient", "STUDY": "c_study", "SERIES": "c_series"}
 _PLAIN = ("patients", "studies", "series", "instances")
-_DUPSORT = ("c_patient", "c_study", "c_series", "ix_pname", "ix_sdate", "ix_acc", "ix_mod")
+_DUPSORT = ("c_patient", "c_study", "c_series", "ix_pname", "ix_sdate", "ix_acc", "ix_mod", "quarantine")
+# Named databases other modules may open in this environment (orders, reconciliation, ...).
+_EXTRA_DBS = 24
 # LMDB keys (and dupsort values) are limited to 511 bytes; longer values are cut and the
 # matcher re-checks every candidate anyway.
 _MAX_KEY = 480
@@ -66,7 +75,7 @@ class LmdbIndex(Index):
         self.env = lmdb.open(
             str(path),
             map_size=map_size,
-            max_dbs=len(_PLAIN) + len(_DUPSORT),
+            max_dbs=len(_PLAIN) + len(_DUPSORT) + _EXTRA_DBS,
             sync=True,
             metasync=True,
             readahead=False,
@@ -74,6 +83,14 @@ class LmdbIndex(Index):
         )
         self.db = {name: self.env.open_db(name.encode()) for name in _PLAIN}
         self.db.update({name: self.env.open_db(name.encode(), dupsort=True) for name in _DUPSORT})
+        # Called as after_add(txn, records) inside the transaction that indexes a batch.
+        self.after_add: Callable[[lmdb.Transaction, list[InstanceRecord]], None] | None = None
+
+    def open_table(self, name: str, dupsort: bool = False):
+        """A named database of another module in this environment (created if missing)."""
+        if name not in self.db:
+            self.db[name] = self.env.open_db(name.encode(), dupsort=dupsort)
+        return self.db[name]
 
     def close(self) -> None:
         self.env.close()
@@ -90,9 +107,14 @@ class LmdbIndex(Index):
                     raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])
                     if raw is not None:
                         results.append(AddResult(False, self._instance(record.sop_instance_uid, _unpack(raw))))
+                    elif record.quarantined:
+                        self._put_quarantined(txn, record)
+                        results.append(AddResult(True))
                     else:
                         self._add(txn, record)
                         results.append(AddResult(True))
+                if self.after_add is not None:
+                    self.after_add(txn, [r for r, res in zip(records, results) if res.added])
                 return results
         except lmdb.MapFullError as exc:
             raise OutOfResourcesError("index full: raise index_map_size") from exc
@@ -170,6 +192,109 @@ class LmdbIndex(Index):
         txn.put(study_key, _pack(study), db=db["studies"])
         txn.put(patient_key, _pack(patient), db=db["patients"])
 
+    def _put_quarantined(self, txn: lmdb.Transaction, rec: InstanceRecord) -> None:
+        d = self._instance_dict(rec)
+        d["q"] = rec.identity
+        d["qa"] = {k: v for k, v in rec.attrs.items() if v is not None}
+        sop_key = _k(rec.sop_instance_uid)
+        txn.put(sop_key, _pack(d), db=self.db["instances"])
+        txn.put(_k(rec.study_uid), sop_key, db=self.db["quarantine"])
+
+    def _remove(self, txn: lmdb.Transaction, sop_uid: str) -> None:
+        """Take an instance out of the index (the inverse of ``_add``); the entities left
+        without instances go too, with their secondary keys."""
+        db = self.db
+        sop_key = _k(sop_uid)
+        d = self._get(txn, "instances", sop_key)
+        if d is None:
+            return
+        txn.delete(sop_key, db=db["instances"])
+        if d.get("q") is not None:
+            txn.delete(_k(d["st"]), sop_key, db=db["quarantine"])
+            return
+        series_key, study_key = _k(d["se"]), _k(d["st"])
+        txn.delete(series_key, sop_key, db=db["c_series"])
+        series = self._get(txn, "series", series_key)
+        study = self._get(txn, "studies", study_key)
+        patient_key = _k(study["p"])
+        patient = self._get(txn, "patients", patient_key)
+        for entity in (series, study, patient):
+            entity["ni"] -= 1
+        if series["ni"] <= 0:
+            txn.delete(series_key, db=db["series"])
+            txn.delete(study_key, series_key, db=db["c_study"])
+            modality = series["a"].get("Modality")
+            if modality:
+                txn.delete(_k(modality), series_key, db=db["ix_mod"])
+            study["ns"] -= 1
+            patient["nse"] -= 1
+            left = [self._get(txn, "series", k) for k in self._children(txn, "c_study", study_key)]
+            study["mod"] = list(dict.fromkeys(m for x in left if x and (m := x["a"].get("Modality"))))
+        else:
+            txn.put(series_key, _pack(series), db=db["series"])
+        if study["ni"] <= 0:
+            txn.delete(study_key, db=db["studies"])
+            txn.delete(patient_key, study_key, db=db["c_patient"])
+            for table, value in (("ix_sdate", _date(study["a"].get("StudyDate"))), ("ix_acc", study["a"].get("AccessionNumber"))):
+                if value:
+                    txn.delete(_k(value), study_key, db=db[table])
+            patient["ns"] -= 1
+        else:
+            txn.put(study_key, _pack(study), db=db["studies"])
+        if patient["ni"] <= 0:
+            txn.delete(patient_key, db=db["patients"])
+            for form in set(_pn_forms(patient["a"].get("PatientName") or "")):
+                if form:
+                    txn.delete(_k(form), patient_key, db=db["ix_pname"])
+        else:
+            txn.put(patient_key, _pack(patient), db=db["patients"])
+
+    def rewrite(
+        self,
+        removed: list[str],
+        added: list[InstanceRecord],
+        also: Callable[[lmdb.Transaction], None] | None = None,
+    ) -> None:
+        """One durable transaction: take these SOP Instance UIDs out, then index these
+        records (quarantined ones apart), then ``also(txn)`` (e.g. an audit entry)."""
+        try:
+            with self.env.begin(write=True) as txn:
+                for uid in removed:
+                    self._remove(txn, uid)
+                for record in added:
+                    if self._get(txn, "instances", _k(record.sop_instance_uid)) is not None:
+                        self._remove(txn, record.sop_instance_uid)
+                    if record.quarantined:
+                        self._put_quarantined(txn, record)
+                    else:
+                        self._add(txn, record)
+                if also is not None:
+                    also(txn)
+        except lmdb.MapFullError as exc:
+            raise OutOfResourcesError("index full: raise index_map_size") from exc
+
+    def quarantined(self, study_uid: str) -> list[InstanceRecord]:
+        """The quarantined instances filed under this Study Instance UID."""
+        with self.env.begin() as txn:
+            keys = self._children(txn, "quarantine", _k(study_uid))
+            records = [(k, self._get(txn, "instances", k)) for k in keys]
+        return [self._instance(k.decode("utf-8"), d) for k, d in records if d is not None]
+
+    def patient_view(self, patient_id: str) -> dict | None:
+        """The indexed attributes of one patient (by Patient ID), or None."""
+        with self.env.begin() as txn:
+            patient = self._get(txn, "patients", _k(patient_id))
+        return None if patient is None else dict(patient["a"])
+
+    def studies_of(self, patient_id: str) -> list[str]:
+        with self.env.begin() as txn:
+            return [k.decode("utf-8") for k in self._children(txn, "c_patient", _k(patient_id))]
+
+    def study_view(self, study_uid: str) -> dict | None:
+        """Study and patient attributes of one study (its view at STUDY level), or None."""
+        with self.env.begin() as txn:
+            return self._view(txn, "STUDY", _k(study_uid), {})
+
     @staticmethod
     def _instance_dict(rec: InstanceRecord) -> dict:
         return {
@@ -203,8 +328,9 @@ class LmdbIndex(Index):
             blob_id=d["blob"],
             size=d["size"],
             sha256=d["sha"],
-            attrs=d["a"],
+            attrs=d["qa"] if d.get("q") is not None else d["a"],
             stored_at=d["t"],
+            identity=d.get("q"),
         )
 
     def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
@@ -312,7 +438,7 @@ class LmdbIndex(Index):
         """Merge the entity's attributes with its ancestors' and its computed keys."""
         view: dict = {}
         rec = self._get(txn, _LEVEL_DB[level], key)
-        if rec is None:
+        if rec is None or rec.get("q") is not None:  # quarantined: not found until resolved
             return None
         if level == "IMAGE":
             view.update(rec["a"], SOPClassUID=rec["cls"], _blob=rec["blob"], _ts=rec["ts"])
@@ -352,5 +478,5 @@ class LmdbIndex(Index):
                 keys = [c for k in keys for c in self._children(txn, _CHILDREN[parent], k)]
             records = [(k, self._get(txn, "instances", k)) for k in keys]
         for k, d in records:
-            if d is not None:
+            if d is not None and d.get("q") is None:
                 yield self._instance(k.decode("utf-8"), d)

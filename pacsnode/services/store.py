@@ -65,8 +65,10 @@ def index_attributes(dataset: bytes | memoryview, transfer_syntax: str) -> dict:
 
 
 class StoreService:
-    def __init__(self, committer) -> None:
+    def __init__(self, committer, identity=None) -> None:
         self.committer = committer
+        # services.identity.IdentityChecker, or None: no identity check on store.
+        self.identity = identity
 
     def prepare(
         self,
@@ -78,11 +80,14 @@ class StoreService:
         *,
         sha256: str | None = None,
         spooled: Path | None = None,
+        check_identity: bool = True,
     ) -> PendingInstance:
         """Scan and validate one encoded dataset (without File Meta).
 
         ``spooled``: the dataset is already in this file behind the file meta built from the
         request's UIDs (a large instance received in pieces), and ``sha256`` its digest.
+        The identity check (if configured) may coerce the header (re-encoded, recorded) or
+        mark the instance for quarantine.
         """
         attrs = index_attributes(dataset, transfer_syntax)
         for kw in _REQUIRED:
@@ -91,6 +96,15 @@ class StoreService:
         for kw, announced in (("SOPClassUID", sop_class_uid), ("SOPInstanceUID", sop_instance_uid)):
             if announced and attrs[kw] != announced.strip("\x00 "):
                 raise MissingAttributeError(f"{kw} differs from the request's Affected {kw}")
+        decision = self.identity.check(attrs, source_ae) if check_identity and self.identity is not None else None
+        if decision is not None and decision.changes:
+            from pacsnode.services.identity import recode_dataset
+
+            dataset = recode_dataset(dataset, transfer_syntax, decision.changes, "COERCE")
+            attrs = index_attributes(dataset, transfer_syntax)
+            sha256 = None
+            if spooled is not None:
+                spooled = self._respool(spooled, dataset, attrs, transfer_syntax, source_ae)
         if sha256 is None:
             digest = content_digest(transfer_syntax)
             digest.update(dataset)
@@ -107,11 +121,26 @@ class StoreService:
             sha256=sha256,
             attrs=attrs,
             stored_at=time.time(),
+            identity=decision.note if decision is not None else None,
         )
         if spooled is not None:
             return PendingInstance(record, spooled=spooled)
         meta = build_file_meta(record.sop_class_uid, record.sop_instance_uid, transfer_syntax, source_ae)
         return PendingInstance(record, chunks=[meta, dataset])
+
+    def _respool(self, old: Path, dataset: bytes, attrs: dict, transfer_syntax: str, source_ae: str | None) -> Path:
+        """A coerced large instance: its new bytes go to a fresh spool file (fsync'd)."""
+        import os
+
+        new = self.committer.blobs.spool_path()
+        meta = build_file_meta(attrs["SOPClassUID"], attrs["SOPInstanceUID"], transfer_syntax, source_ae)
+        with open(new, "wb") as fh:
+            fh.write(meta)
+            fh.write(dataset)
+            fh.flush()
+            os.fsync(fh.fileno())
+        old.unlink(missing_ok=True)
+        return new
 
     def store(
         self,

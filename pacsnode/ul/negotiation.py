@@ -36,13 +36,13 @@ def decode_request(pdu: bytes) -> A_ASSOCIATE:
     return rq.to_primitive()
 
 
-def suits_fast_path(request: A_ASSOCIATE) -> bool:
-    """Storage, verification and query/retrieve only, and no user identity to answer."""
-    contexts = request.presentation_context_definition_list
-    return (
-        bool(contexts)
-        and all(cx.abstract_syntax in FAST_ABSTRACT_SYNTAXES for cx in contexts)
-        and not any(isinstance(i, UserIdentityNegotiation) for i in request.user_information)
+def suits_fast_path(request: A_ASSOCIATE, slow_syntaxes: frozenset[str]) -> bool:
+    """Nothing the fast path leaves to pynetdicom: none of ``slow_syntaxes`` (SOP classes
+    only pynetdicom serves) and no user identity to answer. Proposals nobody supports are
+    refused the same way on either path."""
+    return bool(request.presentation_context_definition_list) and not (
+        any(cx.abstract_syntax in slow_syntaxes for cx in request.presentation_context_definition_list)
+        or any(isinstance(i, UserIdentityNegotiation) for i in request.user_information)
     )
 
 

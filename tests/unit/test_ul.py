@@ -145,8 +145,10 @@ def test_negotiation_matches_pynetdicom():
     assert result.reply[0] == pdu.A_ASSOCIATE_AC
     rejected = negotiate(_request("OTHER", proposals), "PACSNODE", supported, 65536)
     assert not rejected.accepted and rejected.reply[0] == pdu.A_ASSOCIATE_RJ and rejected.reply[-1] == 0x07
-    assert suits_fast_path(request)
-    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.1")]))  # C-FIND
-    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.2")]))  # C-MOVE
-    assert not suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.1.20.1")]))  # commitment
+    slow = frozenset({"1.2.840.10008.1.20.1"})  # storage commitment: pynetdicom's
+    assert suits_fast_path(request, slow)
+    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.1")]), slow)  # C-FIND
+    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.2")]), slow)  # C-MOVE
+    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.3.4.5.6")]), slow)  # refused on either path
+    assert not suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.1.20.1")]), slow)
     assert build_ae  # the AE module imports cleanly alongside the fast path
