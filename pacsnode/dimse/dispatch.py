@@ -13,7 +13,7 @@ import socket
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pacsnode.ul import pdu
-from pacsnode.ul.negotiation import FAST_ABSTRACT_SYNTAXES, decode_request, suits_fast_path
+from pacsnode.ul.acse import FAST_ABSTRACT_SYNTAXES, parse_associate_rq, suits_fast_path
 from pacsnode.ul.association import FastAssociation, FastPathContext
 
 LOGGER = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class Dispatcher:
 
     def _suits_fast_path(self, request: bytes) -> bool:
         try:
-            return suits_fast_path(decode_request(request), self.slow_syntaxes)
+            return suits_fast_path(parse_associate_rq(request), self.slow_syntaxes)
         except Exception:  # a malformed request: pynetdicom answers it
             return False
 

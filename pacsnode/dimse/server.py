@@ -21,7 +21,7 @@ from pacsnode.dimse.ae import build_ae, event_handlers
 from pacsnode.dimse.dispatch import Dispatcher
 from pacsnode.services.archive import Archive
 from pacsnode.ul.association import FastPathContext
-from pacsnode.ul.negotiation import FAST_ABSTRACT_SYNTAXES
+from pacsnode.ul.acse import FAST_ABSTRACT_SYNTAXES, supported_from
 
 LOGGER = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def run_worker(config: NodeConfig, listener: socket.socket, http_listener: socke
     )
     fast = FastPathContext(
         archive=archive,
-        supported=[cx for cx in ae.supported_contexts if cx.abstract_syntax in FAST_ABSTRACT_SYNTAXES],
+        supported=supported_from(cx for cx in ae.supported_contexts if cx.abstract_syntax in FAST_ABSTRACT_SYNTAXES),
         max_pdu=config.max_pdu,
         idle_timeout=config.network_timeout,
     )

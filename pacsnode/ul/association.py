@@ -18,7 +18,6 @@ from io import BytesIO
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
-from pynetdicom.presentation import PresentationContext
 
 from pacsnode.dicom.syntax import encoding_of, inflated
 from pacsnode.dicom.uids import PATIENT_ROOT_FIND, VERIFICATION
@@ -26,7 +25,7 @@ from pacsnode.errors import MalformedDatasetError, PacsError
 from pacsnode.services.archive import Archive
 from pacsnode.services.store import DUPLICATE, PendingInstance
 from pacsnode.ul import commands, pdu
-from pacsnode.ul.negotiation import decode_request, negotiate
+from pacsnode.ul.acse import Supported, negotiate, parse_associate_rq
 from pacsnode.ul.retrieve import Retrieval
 from pacsnode.ul.spool import IncomingDataset
 
@@ -48,7 +47,7 @@ _WITH_DATASET = (commands.C_STORE_RQ, commands.C_FIND_RQ, commands.C_MOVE_RQ, co
 @dataclass(frozen=True)
 class FastPathContext:
     archive: Archive
-    supported: list[PresentationContext]
+    supported: dict[str, Supported]
     max_pdu: int
     idle_timeout: float
 
@@ -185,8 +184,7 @@ class FastAssociation(asyncio.Protocol):
             raise pdu.ProtocolError(f"unrecognized PDU type {pdu_type:#04x}", pdu.REASON_UNRECOGNIZED_PDU)
 
     def _on_associate(self, raw: bytes) -> None:
-        request = decode_request(raw)
-        result = negotiate(request, self.archive.config.ae_title, self.ctx.supported, self.ctx.max_pdu)
+        result = negotiate(parse_associate_rq(raw), self.archive.config.ae_title, self.ctx.supported, self.ctx.max_pdu)
         self.calling = result.calling_ae_title
         self.transport.write(result.reply)
         if not result.accepted:

@@ -17,7 +17,7 @@ from pynetdicom.pdu_primitives import (
 
 from pacsnode.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.ul import commands, pdu
-from pacsnode.ul.negotiation import APPLICATION_CONTEXT
+from pacsnode.ul.acse import APPLICATION_CONTEXT
 
 LOGGER = logging.getLogger(__name__)
 

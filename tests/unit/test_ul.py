@@ -5,15 +5,12 @@ import random
 
 import pytest
 from pydicom.uid import generate_uid
-from pynetdicom import build_context
 from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import P_DATA_TF
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification, P_DATA
-from pynetdicom.presentation import negotiate_as_acceptor
+from pynetdicom.pdu_primitives import P_DATA
 
 from pacsnode.ul import commands, pdu
-from pacsnode.ul.negotiation import negotiate, suits_fast_path
 
 
 def _pdata_pdus(message, context_id: int, max_pdu: int) -> list[bytes]:
@@ -105,50 +102,3 @@ def test_p_data_fragments_decode_in_pynetdicom(size, max_pdu):
 def test_malformed_pdv_items(body):
     with pytest.raises(pdu.ProtocolError):
         list(pdu.iter_pdvs(memoryview(body)))
-
-
-def _request(called: str, contexts) -> A_ASSOCIATE:
-    rq = A_ASSOCIATE()
-    rq.application_context_name = "1.2.840.10008.3.1.1.1"
-    rq.calling_ae_title = "SCU"
-    rq.called_ae_title = called
-    for n, cx in enumerate(contexts):
-        cx.context_id = 2 * n + 1
-    rq.presentation_context_definition_list = contexts
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 32768
-    rq.user_information = [max_length]
-    return rq
-
-
-def test_negotiation_matches_pynetdicom():
-    from pacsnode.dimse.ae import build_ae
-
-    supported = [
-        build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"]),
-        build_context("1.2.840.10008.1.1"),
-    ]
-    proposals = [
-        build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.1"]),
-        build_context("1.2.840.10008.5.1.4.1.1.2", ["1.2.840.10008.1.2.4.90"]),
-        build_context("1.2.840.10008.5.1.4.1.1.4", ["1.2.840.10008.1.2.1"]),
-        build_context("1.2.840.10008.1.1"),
-    ]
-    request = _request("PACSNODE", proposals)
-    result = negotiate(request, "PACSNODE", supported, 65536)
-    assert result.accepted and result.peer_max_pdu == 32768
-    expected, _ = negotiate_as_acceptor(_request("PACSNODE", proposals).presentation_context_definition_list, supported)
-    assert result.contexts == {
-        cx.context_id: (cx.abstract_syntax, cx.transfer_syntax[0]) for cx in expected if cx.result == 0
-    }
-    assert set(result.contexts) == {1, 7}  # MR (unsupported) and J2K-only (no common syntax) refused
-    assert result.reply[0] == pdu.A_ASSOCIATE_AC
-    rejected = negotiate(_request("OTHER", proposals), "PACSNODE", supported, 65536)
-    assert not rejected.accepted and rejected.reply[0] == pdu.A_ASSOCIATE_RJ and rejected.reply[-1] == 0x07
-    slow = frozenset({"1.2.840.10008.1.20.1"})  # storage commitment: pynetdicom's
-    assert suits_fast_path(request, slow)
-    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.1")]), slow)  # C-FIND
-    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.5.1.4.1.2.2.2")]), slow)  # C-MOVE
-    assert suits_fast_path(_request("PACSNODE", [build_context("1.2.3.4.5.6")]), slow)  # refused on either path
-    assert not suits_fast_path(_request("PACSNODE", [build_context("1.2.840.10008.1.20.1")]), slow)
-    assert build_ae  # the AE module imports cleanly alongside the fast path
