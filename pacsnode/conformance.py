@@ -55,11 +55,13 @@ _BEHAVIOUR = """\
   it, otherwise `ISO_IR 192`).
 - C-CANCEL stops the response stream with FE00 (Cancel).
 - C-MOVE and C-GET at every level of both models. Each instance goes out as stored when
-  the peer accepted its transfer syntax; an uncompressed instance is converted between
-  Explicit/Implicit VR Little Endian and Explicit VR Big Endian if needed. A compressed
-  instance whose syntax the peer did not accept is a failed sub-operation (no
-  transcoding yet). Final status: 0000, B000 (some sub-operations failed, with the Failed
-  SOP Instance UID List), A702 (all failed), A801 (unknown move destination), FE00 (cancelled).
+  the peer accepted its transfer syntax; otherwise it is converted to Explicit (or Implicit)
+  VR Little Endian: compressed pixel data is decoded (JPEG family, JPEG-LS, JPEG 2000, RLE),
+  every other attribute is kept, and an instance that was lossy-compressed says so (Lossy
+  Image Compression "01" and its method). C-MOVE proposes, per SOP class, each stored
+  syntax alone and Explicit/Implicit VR Little Endian together. Final status: 0000, B000
+  (some sub-operations failed, with the Failed SOP Instance UID List), A702 (all failed),
+  A801 (unknown move destination), FE00 (cancelled, with the remaining instances listed).
 """
 
 
