@@ -6,10 +6,11 @@ cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-# Real peers: DCMTK's tools and encoders, and Chromium for the web pages.
-if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk || [ ! -x /usr/bin/chromium ]; then
+# Real peers: DCMTK's tools and encoders, Chromium for the web pages, npm for `pacsnode viewer install`.
+if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk || [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dcmtk chromium >/dev/null
+    command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq npm >/dev/null
 fi
 
 python3 -m venv .venv

@@ -40,8 +40,9 @@ def build_app(archive: Archive, viewer_dir: Path | None = None, threads: int | N
     ``viewer_dir``: the installed OHIF viewer (``pacsnode viewer install``); by default
     ``$PACSNODE_VIEWER_DIR`` or ``<data>/viewer``.
     """
-    from pacsnode.web import qido, rendered, stow, viewer, wado, wado_uri
+    from pacsnode.web import qido, reconciliation, rendered, stow, viewer, wado, wado_uri
 
+    _keep_large_allocations()
     app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
     app[ARCHIVE] = archive
     app[VIEWER_DIR] = viewer_dir if viewer_dir is not None else viewer.default_dir(archive.config.data)
@@ -60,8 +61,22 @@ def build_app(archive: Archive, viewer_dir: Path | None = None, threads: int | N
     stow.add_routes(app)
     wado_uri.add_routes(app)
     viewer.add_routes(app)
+    reconciliation.add_routes(app, archive)
     app.router.add_get("/", _root)
     return app
+
+
+def _keep_large_allocations() -> None:
+    """Let malloc reuse freed buffers of up to 64 MiB instead of mapping fresh pages for each:
+    a 0.5 MB frame read into a freshly mapped buffer costs more in page faults than the copy."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 64 * 1024 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024 * 1024)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: keep its defaults
+        pass
 
 
 async def run_blocking(request: web.Request, fn: Callable[..., _T], *args) -> _T:
@@ -71,8 +86,18 @@ async def run_blocking(request: web.Request, fn: Callable[..., _T], *args) -> _T
 
 
 def base_url(request: web.Request) -> str:
-    """This server's DICOMweb root as the client reached it (for Retrieve URLs, BulkDataURIs)."""
-    return f"{request.scheme}://{request.host}{DICOMWEB_ROOT}"
+    """This server's DICOMweb root as the client reached it (for Retrieve URLs, BulkDataURIs).
+
+    Some clients (dicomweb-client) send a Host header without the port: the port the
+    connection came in on is added then, unless it is the scheme's default.
+    """
+    host = request.host
+    if not host.endswith("]") and ":" not in host.rsplit("]", 1)[-1]:
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        port = sockname[1] if sockname else None
+        if port and port != (443 if request.scheme == "https" else 80):
+            host = f"{host}:{port}"
+    return f"{request.scheme}://{host}{DICOMWEB_ROOT}"
 
 
 async def _cors(request: web.Request, response: web.StreamResponse) -> None:

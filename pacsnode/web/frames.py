@@ -140,3 +140,64 @@ def pixel_source(dataset: bytes | memoryview, transfer_syntax: str) -> PixelSour
         transfer_syntax, description, value, values.get(pixdecode.EXT_OFFSETS), values.get(pixdecode.EXT_LENGTHS),
         pixel_vr,
     )  # fmt: skip
+
+
+# -- where frames are on disk, remembered per instance ----------------------------------------
+
+
+@dataclass
+class FrameMap:
+    """Where each frame of a stored instance lies in its blob file: later requests read just
+    the frame (one pread per fragment) instead of the whole instance."""
+
+    path: str
+    transfer_syntax: str
+    description: PixelDescription
+    spans: list[list[tuple[int, int]]]  # per frame: (absolute file offset, length) of its bytes
+    encapsulated: bool
+
+    @property
+    def number_of_frames(self) -> int:
+        return len(self.spans)
+
+    def read(self, index: int) -> bytes:
+        import os
+
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            chunks = [os.pread(fd, length, offset) for offset, length in self.spans[index]]
+        finally:
+            os.close(fd)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def native_frame(self, index: int) -> bytes:
+        """Uncompressed little endian (decoded by the pixel path if stored compressed)."""
+        data = self.read(index)
+        if not self.encapsulated:
+            return data
+        source = PixelSource(self.transfer_syntax, replace(self.description, number_of_frames=1), _encapsulate(data))
+        return source.native_frame(0)
+
+
+def frame_map(blob: bytes, source: PixelSource, path: str, base: int) -> FrameMap | None:
+    """The FrameMap of an instance whose Part 10 ``blob`` starts at ``base`` in ``path``, when
+    its frames can be read in place (not deflated, not big endian, whole-byte samples)."""
+    d = source.description
+    if source.transfer_syntax in (EXPLICIT_VR_BE, pixdecode.DEFLATED_EXPLICIT_VR_LE):
+        return None
+    value = source.value
+    # Pixel Data is the last element but for padding: find its value's offset from the end.
+    start = blob.rfind(value[: min(len(value), 64)], max(0, len(blob) - len(value) - 4096))
+    if start < 0 or blob[start : start + len(value)] != value:
+        return None
+    if source.encapsulated:
+        frames = pixels.frame_offsets(value, d.number_of_frames, source.ext_offsets, source.ext_lengths)[: d.number_of_frames]
+        spans = [[(base + start + s, n) for s, n in frame] for frame in frames]
+        return FrameMap(path, source.transfer_syntax, d, spans, True)
+    if d.bits_allocated % 8 or d.photometric_interpretation == "YBR_FULL_422":
+        return None
+    size = d.rows * d.columns * d.samples_per_pixel * (d.bits_allocated // 8)
+    count = min(d.number_of_frames, len(value) // size)
+    spans = [[(base + start + i * size, size)] for i in range(count)]
+    return FrameMap(path, source.transfer_syntax, d, spans, False)
+

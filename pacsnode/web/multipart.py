@@ -69,14 +69,12 @@ class MultipartStream:
 
 
 def single_body(boundary: str, parts: list[tuple[str, bytes]]) -> bytes:
-    """A whole multipart body in memory (small answers: a few frames)."""
-    out = bytearray()
+    """A whole multipart body in memory (small answers: a few frames), copied once."""
+    pieces: list[bytes] = []
     for content_type, data in parts:
-        out += f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii")
-        out += data
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode("ascii")
-    return bytes(out)
+        pieces += [f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("ascii"), data, b"\r\n"]
+    pieces.append(f"--{boundary}--\r\n".encode("ascii"))
+    return b"".join(pieces)
 
 
 def multipart_response(inner_type: str, parts: list[tuple[str, bytes]], status: int = 200) -> web.Response:
@@ -87,3 +85,21 @@ def multipart_response(inner_type: str, parts: list[tuple[str, bytes]], status: 
         body=single_body(boundary, parts),
         headers={"Content-Type": f'multipart/related; type="{inner_type}"; boundary={boundary}'},
     )
+
+
+async def send_multipart(request: web.Request, inner_type: str, parts: list[tuple[str, bytes]]) -> web.StreamResponse:
+    """A multipart/related answer with a Content-Length, each part's bytes written as they are
+    (no joined copy of a large frame)."""
+    boundary = uuid.uuid4().hex
+    heads = [f"--{boundary}\r\nContent-Type: {ct}\r\n\r\n".encode("ascii") for ct, _ in parts]
+    tail = f"--{boundary}--\r\n".encode("ascii")
+    response = web.StreamResponse(headers={"Content-Type": f'multipart/related; type="{inner_type}"; boundary={boundary}'})
+    response.content_length = sum(len(h) + len(d) + 2 for h, (_, d) in zip(heads, parts)) + len(tail)
+    await response.prepare(request)
+    for head, (_, data) in zip(heads, parts):
+        await response.write(head)
+        await response.write(data)
+        await response.write(b"\r\n")
+    await response.write(tail)
+    await response.write_eof()
+    return response

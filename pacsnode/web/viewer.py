@@ -136,6 +136,9 @@ def _rebase(dist: Path, mount: str) -> None:
             patched += 1
     if not patched:
         raise ViewerInstallError("no webpack public path found to rewrite: is the pinned version right?")
+    for css in dist.glob("*.css"):  # fonts and images named from the site root
+        text = css.read_text(encoding="utf-8")
+        css.write_text(re.sub(r"url\((['\"]?)/(?!/)", lambda m: f"url({m.group(1)}{prefix}", text), encoding="utf-8")
     manifest = dist / "manifest.json"
     if manifest.exists():
         manifest.write_text(manifest.read_text(encoding="utf-8").replace('"/assets/', f'"{prefix}assets/'), encoding="utf-8")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import struct
+from collections import OrderedDict
 from io import BytesIO
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from pacsnode.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICI
 from pacsnode.index.base import InstanceRecord
 from pacsnode.web.app import ARCHIVE, DICOMWEB_ROOT, base_url, run_blocking
 from pacsnode.web.dicomjson import dataset_json, dumps, element_json
-from pacsnode.web.frames import DECODABLE, NoPixelData, PixelSource, pixel_source, split_part10
+from pacsnode.storage.segments import parse_segment_id
+from pacsnode.web.frames import DECODABLE, FrameMap, NoPixelData, PixelSource, frame_map, pixel_source, split_part10
 from pacsnode.web.media import (
     DICOM,
     MULTIPART_RELATED,
@@ -34,13 +36,13 @@ from pacsnode.web.media import (
     frame_media_type,
     parse_accept,
 )
-from pacsnode.web.multipart import MultipartStream, multipart_response
+from pacsnode.web.multipart import MultipartStream, multipart_response, send_multipart
 
 LOGGER = logging.getLogger(__name__)
 
 # Instances up to this size are read on the event loop (one pread from the page cache);
 # larger ones in the thread pool, and files of their own are streamed in slices.
-INLINE_READ = 256 * 1024
+INLINE_READ = 2 * 1024 * 1024
 STREAM_FILE = 8 * 1024 * 1024
 _SLICE = 1024 * 1024
 _PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
@@ -332,21 +334,47 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-async def load_pixels(request: web.Request, rec: InstanceRecord) -> PixelSource:
+def _frames_bytes(source: PixelSource | FrameMap, numbers: list[int], raw: bool) -> list[bytes]:
+    if isinstance(source, FrameMap):
+        return [source.read(n - 1) if raw else source.native_frame(n - 1) for n in numbers]
+    return [source.encoded_frame(n - 1) if raw else source.native_frame(n - 1) for n in numbers]
+
+
+# Frame locations of recently asked instances (a viewer asks each frame of a multi-frame
+# instance in turn): later frames are read in place, one pread each.
+_MAPS: OrderedDict[str, FrameMap] = OrderedDict()
+_MAPS_MAX = 4096
+
+
+def _blob_file(blobs, blob_id: str) -> tuple[str, int] | None:
+    parsed = parse_segment_id(blob_id)
+    if parsed is not None:
+        return str(blobs.segments / f"{parsed[0]}.seg"), parsed[1]
+    path = blobs.local_path(blob_id)
+    return (str(path), 0) if path is not None else None
+
+
+async def frame_source(request: web.Request, rec: InstanceRecord) -> PixelSource | FrameMap:
+    key = rec.blob_id
+    cached = _MAPS.get(key)
+    if cached is not None:
+        _MAPS.move_to_end(key)
+        return cached
     blob = await read_blob(request, rec)
     try:
         _, dataset = split_part10(blob)
-        if rec.size <= INLINE_READ:
-            return pixel_source(dataset, rec.transfer_syntax)
-        return await run_blocking(request, pixel_source, dataset, rec.transfer_syntax)
+        source = pixel_source(dataset, rec.transfer_syntax)
     except NoPixelData:
         raise web.HTTPNotFound(text=f"instance {rec.sop_instance_uid} has no pixel data") from None
     except (ValueError, NotImplementedError) as exc:
         raise web.HTTPNotFound(text=f"instance {rec.sop_instance_uid}: {exc}") from None
-
-
-def _frames_bytes(source: PixelSource, numbers: list[int], raw: bool) -> list[bytes]:
-    return [source.encoded_frame(n - 1) if raw else source.native_frame(n - 1) for n in numbers]
+    where = _blob_file(request.app[ARCHIVE].blobs, rec.blob_id)
+    fmap = frame_map(blob, source, *where) if where is not None else None
+    if fmap is not None:
+        _MAPS[key] = fmap
+        if len(_MAPS) > _MAPS_MAX:
+            _MAPS.popitem(last=False)
+    return source
 
 
 async def send_frames(request: web.Request, rec: InstanceRecord, numbers: list[int] | None) -> web.StreamResponse:
@@ -357,21 +385,21 @@ async def send_frames(request: web.Request, rec: InstanceRecord, numbers: list[i
             text=f"frames are stored in {rec.transfer_syntax}: accept it (or transfer-syntax=*), "
             f"or application/octet-stream (uncompressed)"
         )
-    source = await load_pixels(request, rec)
+    source = await frame_source(request, rec)
     numbers = numbers or list(range(1, source.number_of_frames + 1))
     missing = [n for n in numbers if n > source.number_of_frames]
     if missing:
         raise web.HTTPNotFound(text=f"frames {missing} beyond the {source.number_of_frames} frame(s) of the instance")
     try:
         if answer.raw or not source.encapsulated:
-            data = _frames_bytes(source, numbers, answer.raw)
+            data = _frames_bytes(source, numbers, answer.raw)  # reads in place: a pread per frame
         else:
             data = await run_blocking(request, _frames_bytes, source, numbers, False)
     except NotImplementedError as exc:
         raise web.HTTPNotAcceptable(text=str(exc)) from None
     if not answer.multipart:
         return web.Response(body=data[0], headers={"Content-Type": answer.content_type})
-    return multipart_response(answer.inner, [(answer.content_type, d) for d in data])
+    return await send_multipart(request, answer.inner, [(answer.content_type, d) for d in data])
 
 
 async def retrieve_frames(request: web.Request) -> web.StreamResponse:
