@@ -1,0 +1,1 @@
+"""Benchmarks of pacsnode against reference DICOM servers (see bench/README.md)."""
