@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Installs everything the tests need (Debian's dcmtk and chromium, the package with its native build and
-# test extras, in ./.venv) and runs the whole suite. Extra arguments go to pytest.
+# Installs everything the tests need (Debian's dcmtk, chromium and orthanc, the package with its
+# native build and test extras, in ./.venv) and runs the whole suite, then the benchmarks in
+# their smoke mode so that they never rot. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
-# Real peers: DCMTK's tools and encoders, Chromium for the web pages, npm for `pacsnode viewer install`.
-if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk || [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then
+# Real peers: DCMTK's tools and encoders, Chromium for the web pages, Orthanc (and its
+# DICOMweb plugin) as the benchmarks' reference, npm for `pacsnode viewer install`.
+# Debian's policy-rc.d keeps the packaged Orthanc service from starting; the bench runs its own.
+packages="dcmtk chromium orthanc orthanc-dicomweb"
+if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk || [ ! -x /usr/bin/chromium ] \
+        || [ ! -x /usr/sbin/Orthanc ] || ! command -v npm >/dev/null; then
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dcmtk chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
     command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq npm >/dev/null
 fi
 
@@ -22,3 +27,9 @@ export PACSNODE_REQUIRE_NATIVE=1
 .venv/bin/python -m pytest "$@"
 # The pure-Python twins run the kernel equivalence tests and the unit suite once more.
 PACSNODE_PURE=1 PACSNODE_REQUIRE_NATIVE=0 .venv/bin/python -m pytest -q tests/unit tests/native
+
+# Benchmarks in smoke mode: tiny corpora, one round, no thresholds; they fail only when a
+# server lost data or a query miscounted (the real runs are made by hand: bench/README.md).
+.venv/bin/python -m pytest -q bench/test_bench_header.py --benchmark-disable
+.venv/bin/python -m bench.run --smoke
+.venv/bin/python -m bench.bench_dicomweb --smoke
