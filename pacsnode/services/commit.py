@@ -1,8 +1,10 @@
-"""Group commit: one thread per process makes batches of instances durable together.
+"""Group commit: batches of instances made durable together, in a two-stage pipeline.
 
 Every instance that arrives while a batch is being written joins the next batch: its
-blob is appended to the segment with the others (one fdatasync) and its index entry
-committed in the same LMDB transaction. Each submitter's Future resolves only after both.
+blob is appended to the segment with the others (one fdatasync, the writer thread), then
+its index entry is committed in the same LMDB transaction (the indexer thread). Each
+submitter's Future resolves only after both; the next batch's blobs are written while the
+previous batch's index transaction commits, so the two flushes overlap across batches.
 """
 from __future__ import annotations
 
@@ -29,8 +31,11 @@ class GroupCommitter:
         self.blobs = blobs
         self.duplicate_policy = duplicate_policy
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._indexing: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="group-commit-write", daemon=True)
+        self._indexer = threading.Thread(target=self._run_indexer, name="group-commit-index", daemon=True)
         self._thread.start()
+        self._indexer.start()
 
     def submit(self, pending: PendingInstance) -> Future:
         self._queue.put(pending)
@@ -39,11 +44,13 @@ class GroupCommitter:
     def close(self) -> None:
         self._queue.put(_STOP)
         self._thread.join()
+        self._indexer.join()
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
+                self._indexing.put(_STOP)
                 return
             batch, size, stop = [first], first.record.size, False
             while len(batch) < _MAX_BATCH and size < _MAX_BATCH_BYTES:
@@ -57,16 +64,30 @@ class GroupCommitter:
                 batch.append(item)
                 size += item.record.size
             try:
-                self._commit(batch)
-            except BaseException as exc:  # nothing of the batch is acknowledged
-                LOGGER.exception("group commit of %d instances failed", len(batch))
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                self._indexing.put((batch, self._write(batch)))
+            except BaseException as exc:
+                _fail(batch, exc)
             if stop:
+                self._indexing.put(_STOP)
                 return
 
+    def _run_indexer(self) -> None:
+        while True:
+            job = self._indexing.get()
+            if job is _STOP:
+                return
+            batch, staged = job
+            try:
+                self._index(batch, *staged)
+            except BaseException as exc:
+                _fail(batch, exc)
+
     def _commit(self, batch: list[PendingInstance]) -> None:
+        """Both stages for one batch, in the caller's thread."""
+        self._index(batch, *self._write(batch))
+
+    def _write(self, batch: list[PendingInstance]) -> tuple[list[PendingInstance], dict[str, PendingInstance]]:
+        """Judge duplicates and make the new blobs durable; returns what the index gets."""
         existing = self.index.get_instances([p.record.sop_instance_uid for p in batch])
         fresh: list[PendingInstance] = []
         first_in_batch: dict[str, PendingInstance] = {}
@@ -81,11 +102,14 @@ class GroupCommitter:
                 first_in_batch[uid] = item
                 fresh.append(item)
         self._write_blobs(fresh)
+        return fresh, first_in_batch
+
+    def _index(self, batch: list[PendingInstance], fresh: list[PendingInstance], first_in_batch: dict) -> None:
         results = self.index.add_instances([p.record for p in fresh])
         for item, added in zip(fresh, results):
             if added.added:
                 item.future.set_result(StoreOutcome(STORED, item.record))
-            else:  # stored by another process since we looked
+            else:  # stored meanwhile, by another process or by the batch before this one
                 self.blobs.delete(item.record.blob_id)
                 self._resolve_duplicate(item, added.existing)
         for item in batch:
@@ -130,3 +154,11 @@ class GroupCommitter:
     def _discard(item: PendingInstance) -> None:
         if item.spooled is not None:
             item.spooled.unlink(missing_ok=True)
+
+
+def _fail(batch: list[PendingInstance], exc: BaseException) -> None:
+    """Nothing of a failed batch is acknowledged."""
+    LOGGER.error("group commit of %d instances failed: %s", len(batch), exc)
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(exc)
