@@ -33,3 +33,4 @@ PACSNODE_PURE=1 PACSNODE_REQUIRE_NATIVE=0 .venv/bin/python -m pytest -q tests/un
 .venv/bin/python -m pytest -q bench/test_bench_header.py --benchmark-disable
 .venv/bin/python -m bench.run --smoke
 .venv/bin/python -m bench.bench_dicomweb --smoke
+.venv/bin/python bench/bench_pixels.py --smoke

@@ -329,7 +329,7 @@ cdef class _Frames:
     cdef const uint8_t** ptrs
     cdef Py_ssize_t* lens
     cdef Py_ssize_t count
-    cdef list keep  # joined frames stay alive while the pointers are in use
+    cdef list joined  # per frame: its joined bytes (kept alive for the pointers), or None
 
     def __cinit__(self, _Buffer b, list frames):
         cdef Py_ssize_t i, start, length
@@ -338,7 +338,7 @@ cdef class _Frames:
         self.lens = <Py_ssize_t*>malloc((self.count + 1) * sizeof(Py_ssize_t))
         if self.ptrs == NULL or self.lens == NULL:
             raise MemoryError()
-        self.keep = []
+        self.joined = [None] * self.count
         for i in range(self.count):
             spans = frames[i]
             for start, length in spans:
@@ -350,13 +350,19 @@ cdef class _Frames:
                 self.lens[i] = length
             else:
                 joined = _join(b.data(), spans)
-                self.keep.append(joined)
+                self.joined[i] = joined
                 self.ptrs[i] = <const uint8_t*>PyBytes_AS_STRING(joined)
                 self.lens[i] = len(joined)
 
     def __dealloc__(self):
         free(self.ptrs)
         free(self.lens)
+
+    cdef bytes frame_bytes(self, Py_ssize_t i):
+        """Frame i as bytes (what the codecs take): the joined copy, or a copy of its fragment."""
+        if self.joined[i] is not None:
+            return self.joined[i]
+        return PyBytes_FromStringAndSize(<const char*>self.ptrs[i], self.lens[i])
 
 
 # --------------------------------------------------------------------------------------------
@@ -377,55 +383,112 @@ cdef struct Rle:
     RleError err
 
 
-cdef Py_ssize_t _rle_segment(const uint8_t* src, Py_ssize_t n, uint8_t* dst, Py_ssize_t stride,
-                             Py_ssize_t want) noexcept nogil:
-    """Decode PackBits runs into every ``stride``-th byte of dst; return the bytes produced.
+cdef struct Segment:
+    # A PackBits decoder that can stop anywhere and resume: segments of multi-byte samples are
+    # decoded side by side, a chunk at a time, then interleaved.
+    const uint8_t* src
+    Py_ssize_t n
+    Py_ssize_t pos
+    Py_ssize_t left  # bytes left in the current run
+    bint literal
+    uint8_t value
+    Py_ssize_t produced
 
-    Stops once ``want`` bytes are out (the rest is padding); a run cut short by the end of the
-    segment yields what it has, as pydicom's reference decoder does.
+
+cdef Py_ssize_t _segment_read(Segment* g, uint8_t* dst, Py_ssize_t want) noexcept nogil:
+    """Up to ``want`` more decoded bytes into dst; fewer only when the segment is exhausted.
+
+    A run cut short by the end of the segment yields what it has, as pydicom's reference
+    decoder does; anything after the bytes wanted (padding) is never read. The state lives in
+    locals while decoding: through the pointer, every store to dst would force a reload.
     """
-    cdef Py_ssize_t pos = 0, got = 0, count, i
-    cdef uint8_t header, value
-    while got < want and pos < n:
-        header = src[pos]
-        pos += 1
-        if header < 128:  # literal run of header + 1 bytes
-            count = header + 1
-            if count > n - pos:
-                count = n - pos
-            if count > want - got:
-                count = want - got
-            if stride == 1:
-                memcpy(dst + got, src + pos, count)
-            else:
-                for i in range(count):
-                    dst[(got + i) * stride] = src[pos + i]
-            pos += header + 1
-            got += count
-        elif header > 128:  # the next byte 257 - header times
+    cdef const uint8_t* src = g.src
+    cdef Py_ssize_t n = g.n, pos = g.pos, left = g.left, got = 0, count
+    cdef bint literal = g.literal
+    cdef uint8_t value = g.value, header
+    while got < want:
+        if left == 0:
             if pos >= n:
                 break
-            value = src[pos]
+            header = src[pos]
             pos += 1
-            count = 257 - header
-            if count > want - got:
-                count = want - got
-            if stride == 1:
-                memset(dst + got, value, count)
-            else:
-                for i in range(count):
-                    dst[(got + i) * stride] = value
-            got += count
-        # header == 128: no operation
+            if header < 128:  # literal run of header + 1 bytes
+                literal = True
+                left = header + 1
+                if left > n - pos:
+                    left = n - pos
+            elif header > 128:  # the next byte 257 - header times
+                if pos >= n:
+                    break
+                literal = False
+                left = 257 - header
+                value = src[pos]
+                pos += 1
+            continue  # header == 128: no operation
+        count = left if left < want - got else want - got
+        if literal:
+            memcpy(dst + got, src + pos, count)
+            pos += count
+        else:
+            memset(dst + got, value, count)
+        left -= count
+        got += count
+    g.pos = pos
+    g.left = left
+    g.literal = literal
+    g.value = value
+    g.produced += got
     return got
 
 
-cdef int _rle_frame(const uint8_t* src, Py_ssize_t n, uint8_t* out, Py_ssize_t pixels,
-                    int samples, int bps, Rle* r) noexcept nogil:
+cdef void _interleave(const uint8_t* planes, Py_ssize_t stride, uint8_t* out, Py_ssize_t count,
+                      int bps, int shift, bint signed) noexcept nogil:
+    """Byte planes (most significant first, ``stride`` apart) into little endian samples,
+    corrected on the way; the loops vectorize."""
+    cdef Py_ssize_t i
+    cdef const uint8_t* b0 = planes
+    cdef const uint8_t* b1 = planes + stride
+    cdef const uint8_t* b2 = planes + 2 * stride
+    cdef const uint8_t* b3 = planes + 3 * stride
+    cdef uint16_t* o16 = <uint16_t*>out
+    cdef uint32_t* o32 = <uint32_t*>out
+    cdef uint64_t* o64 = <uint64_t*>out
+    cdef uint64_t v
+    cdef int k
+    if bps == 2:
+        if shift == 0:
+            for i in range(count):
+                o16[i] = <uint16_t>((b0[i] << 8) | b1[i])
+        elif signed:
+            for i in range(count):
+                o16[i] = <uint16_t>(<int16_t>(((b0[i] << 8) | b1[i]) << shift) >> shift)
+        else:
+            for i in range(count):
+                o16[i] = <uint16_t>((b0[i] << 8) | b1[i]) & (0xFFFF >> shift)
+        return
+    if bps == 4:
+        for i in range(count):
+            o32[i] = (<uint32_t>b0[i] << 24) | (<uint32_t>b1[i] << 16) | (<uint32_t>b2[i] << 8) | b3[i]
+    else:
+        for i in range(count):
+            v = 0
+            for k in range(8):
+                v = (v << 8) | planes[k * stride + i]
+            o64[i] = v
+    _correct(out, count, bps, shift, signed)
+
+
+cdef Py_ssize_t CHUNK = 8192  # pixels per interleaving step: bps * CHUNK bytes of scratch
+
+
+cdef int _rle_frame(const uint8_t* src, Py_ssize_t n, uint8_t* out, Py_ssize_t pixels, int samples,
+                    int bps, uint8_t* scratch, int shift, bint signed, Rle* r) noexcept nogil:
     """One frame into out: sample planes one after the other, each pixel little endian."""
-    cdef uint32_t segments = 0
-    cdef Py_ssize_t s, start, stop, got
-    cdef int sample, byte
+    cdef uint32_t segments
+    cdef Py_ssize_t s, start, stop, done, count, got
+    cdef int sample, k
+    cdef Segment seg[15]
+    cdef uint8_t* plane
     if n < 64:
         r.err = R_SHORT_HEADER
         r.value = n
@@ -447,16 +510,29 @@ cdef int _rle_frame(const uint8_t* src, Py_ssize_t n, uint8_t* out, Py_ssize_t p
             stop = n
         if stop < start:
             stop = start
-        # Segments are sample by sample, most significant byte first (PS3.5 G.2).
-        sample = s // bps
-        byte = bps - 1 - s % bps
-        got = _rle_segment(src + start, stop - start, out + sample * pixels * bps + byte, bps, pixels)
-        if got < pixels:
-            r.err = R_SHORT_SEGMENT
-            r.segment = s
-            r.value = got
-            r.expected = pixels
-            return -1
+        memset(&seg[s], 0, sizeof(Segment))
+        seg[s].src = src + start
+        seg[s].n = stop - start
+    # Segments go sample by sample, most significant byte first (PS3.5 G.2).
+    for sample in range(samples):
+        plane = out + sample * pixels * bps
+        done = 0
+        while done < pixels:
+            count = pixels - done if bps == 1 else min(CHUNK, pixels - done)
+            for k in range(bps):
+                s = sample * bps + k
+                got = _segment_read(&seg[s], (plane + done) if bps == 1 else scratch + k * CHUNK, count)
+                if got < count:
+                    r.err = R_SHORT_SEGMENT
+                    r.segment = s
+                    r.value = seg[s].produced
+                    r.expected = pixels
+                    return -1
+            if bps > 1:
+                _interleave(scratch, CHUNK, plane + done * bps, count, bps, shift, signed)
+            elif shift:
+                _correct(plane + done, count, 1, shift, signed)
+            done += count
     return 0
 
 
@@ -500,15 +576,22 @@ def rle_decode(buf, list frames, out, Py_ssize_t rows, Py_ssize_t columns, int s
         raise ValueError(f"out has {o.view.len} bytes, {len(frames)} frames need {frame_bytes * len(frames)}")
     cdef _Frames f = _Frames(b, frames)
     cdef uint8_t* dst = <uint8_t*>o.view.buf
+    cdef uint8_t* scratch = NULL
+    if bps > 1:
+        scratch = <uint8_t*>malloc(bps * CHUNK)
+        if scratch == NULL:
+            raise MemoryError()
     memset(&r, 0, sizeof(Rle))
-    with nogil:
-        for i in range(f.count):
-            r.frame = i
-            rc = _rle_frame(f.ptrs[i], f.lens[i], dst + i * frame_bytes, pixels, samples_per_pixel, bps, &r)
-            if rc < 0:
-                break
-            if bits_stored < bits_allocated:
-                _correct(dst + i * frame_bytes, frame_bytes // bps, bps, bits_allocated - bits_stored, signed)
+    try:
+        with nogil:
+            for i in range(f.count):
+                r.frame = i
+                rc = _rle_frame(f.ptrs[i], f.lens[i], dst + i * frame_bytes, pixels, samples_per_pixel, bps,
+                                scratch, bits_allocated - bits_stored, signed, &r)
+                if rc < 0:
+                    break
+    finally:
+        free(scratch)
     if rc < 0:
         raise _rle_error(&r)
 
@@ -778,7 +861,7 @@ def decode_frames(str codec, buf, list frames, out, Py_ssize_t frame_pixels, int
     cdef _Frames f = _Frames(b, frames)
     infos = []
     for i in range(f.count):
-        src_bytes = PyBytes_FromStringAndSize(<const char*>f.ptrs[i], f.lens[i])
+        src_bytes = f.frame_bytes(i)
         precision = is_signed = -1
         rgb_ids = jfif = False
         if codec == "j2k":

@@ -21,7 +21,12 @@ import numpy as np
 
 from pacsnode._native import header, pixels
 from pacsnode.dicom.syntax import encoding_of, inflated
-from pacsnode.dicom.uids import DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE, EXPLICIT_VR_LE, IMPLICIT_VR_LE
+from pacsnode.dicom.uids import (
+    DEFLATED_EXPLICIT_VR_LE,
+    EXPLICIT_VR_BE,
+    EXPLICIT_VR_LE,
+    IMPLICIT_VR_LE,
+)
 from pacsnode.errors import MalformedDatasetError, MissingAttributeError
 
 __all__ = [
@@ -256,18 +261,35 @@ def _encapsulated(codec, data, syntax, d: PixelDescription, ext_offsets, ext_len
         )
     itemsize = d.bits_allocated // 8
     signed = d.pixel_representation == 1
-    flat = np.empty(len(frames) * d.frame_pixels, dtype=f"<{'ui'[signed]}{itemsize}")
+    dtype = np.dtype(f"<{'ui'[signed]}{itemsize}")
+    # Frames past Number of Frames (found when fragments are split on EOI markers) are kept, as
+    # pydicom keeps them, when they decode to a whole frame; they are decoded one by one so that
+    # a stream of many tiny fragments cannot make us allocate for all of them up front.
+    required, excess = frames[: d.number_of_frames], frames[d.number_of_frames :]
+    flat = np.empty(len(required) * d.frame_pixels, dtype)
+    extra = []
     planar = d.planar_configuration
     photometric = d.photometric_interpretation
     if codec == "rle":
         # The kernel also clears unused high bits (or extends the sign), as pydicom does here.
-        pixels.rle_decode(data, frames, flat, d.rows, d.columns, d.samples_per_pixel, d.bits_allocated,
-                          d.bits_stored, signed)  # fmt: skip
+        args = (d.rows, d.columns, d.samples_per_pixel, d.bits_allocated, d.bits_stored, signed)
+        pixels.rle_decode(data, required, flat, *args)
+        for spans in excess:
+            extra.append(np.empty(d.frame_pixels, dtype))
+            pixels.rle_decode(data, [spans], extra[-1], *args)
+        flat = np.concatenate([flat, *extra]) if extra else flat
         d = replace(d, number_of_frames=len(frames))
         return _reshape(flat, d, 1), d
-    written, infos = pixels.decode_frames(codec, data, frames, flat, d.frame_pixels, itemsize, signed,
-                                          d.bits_stored, d.number_of_frames)  # fmt: skip
-    flat = flat[: written * d.frame_pixels]
+    args = (d.frame_pixels, itemsize, signed, d.bits_stored)
+    written, infos = pixels.decode_frames(codec, data, required, flat, *args, len(required))
+    for spans in excess:
+        one = np.empty(d.frame_pixels, dtype)
+        fits, info = pixels.decode_frames(codec, data, [spans], one, *args, 0)
+        if fits:
+            extra.append(one)
+            infos += info
+    written += len(extra)
+    flat = np.concatenate([flat, *extra]) if extra else flat
     precision, codestream_signed, _, _ = infos[-1]  # pydicom corrects with the last frame's values
     if codec == "j2k":
         if photometric in ("YBR_ICT", "YBR_RCT"):  # openjpeg applies the inverse transform
