@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from pacsnode import __version__
-from pacsnode.config import DUPLICATE_POLICIES, ConfigError, NodeConfig, Remote, load_toml
+from pacsnode import __version__, workflow_cli
+from pacsnode.config import DUPLICATE_POLICIES, IDENTITY_POLICIES, ConfigError, NodeConfig, Remote, load_toml
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--duplicate-policy", choices=DUPLICATE_POLICIES, help="a known SOP Instance UID with other content (default reject)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _platform_options(serve)
     imp = sub.add_parser("import", help="load DICOM files, folders or a DICOMDIR into the archive")
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     imp.add_argument("--data", type=Path, help="data folder (default ./data)")
@@ -45,11 +46,35 @@ def _parser() -> argparse.ArgumentParser:
     vinstall.add_argument("--data", type=Path, help="data folder; the viewer goes to DATA/viewer (default ./data)")
     vinstall.add_argument("--dir", type=Path, help="install here instead (serve finds it through $PACSNODE_VIEWER_DIR)")
     vinstall.add_argument("--version", dest="ohif_version", help="@ohif/app version (default: the tested pin)")
+    workflow_cli.add_commands(sub)
     return parser
+
+
+def _platform_options(serve: argparse.ArgumentParser) -> None:
+    """The options that join the node to a RIS (docs/platform.md)."""
+    group = serve.add_argument_group("the RIS side")
+    group.add_argument("--hl7-port", type=int, help="MLLP port for the RIS's ADT/ORM feed (default: none)")
+    group.add_argument("--identity-policy", choices=IDENTITY_POLICIES, help="an instance contradicting its order (default quarantine)")
+    group.add_argument("--worklist", metavar="AET=HOST:PORT", help="the RIS's worklist, asked about unknown accession numbers")
+    group.add_argument("--ian", action="append", metavar="AET=HOST:PORT", help="an Instance Availability Notification subscriber; repeatable")
+    group.add_argument("--mpps-forward", action="append", metavar="AET=HOST:PORT", help="forward MPPS N-CREATE/N-SET there; repeatable")
+    group.add_argument("--study-stable-seconds", type=float, help="without MPPS, a study is complete after this quiet time (default 60)")
+
+
+def _platform_values(values: dict, args: argparse.Namespace) -> None:
+    for key in ("hl7_port", "identity_policy", "study_stable_seconds"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    for key in ("ian", "mpps_forward"):
+        listed = list(values.get(key, []) or []) + (getattr(args, key, None) or [])
+        values[key] = tuple(Remote.parse(r) for r in listed)
+    worklist = getattr(args, "worklist", None) or values.get("worklist")
+    values["worklist"] = Remote.parse(worklist) if worklist else None
 
 
 def build_config(args: argparse.Namespace) -> NodeConfig:
     values: dict = load_toml(args.config) if args.config else {}
+    _platform_values(values, args)
     remotes = list(values.pop("remote", []) or [])
     for key in ("data", "ae_title", "host", "port", "http_port", "duplicate_policy", "workers", "fast_path"):
         if getattr(args, key, None) is not None:
@@ -77,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "viewer":
         return _viewer(parser, args)
+    if args.command in workflow_cli.COMMANDS:
+        return workflow_cli.run(parser, args)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # pynetdicom logs every PDU at INFO; keep its warnings and errors only.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -13,6 +13,14 @@ from pacsnode.dicom.uids import (
     uid_name,
 )
 
+# The workflow services (docs/platform.md): SOP class and our role.
+WORKFLOW_SOP_CLASSES = (
+    ("1.2.840.10008.1.20.1", "SCP"),  # Storage Commitment Push Model
+    ("1.2.840.10008.3.1.2.3.3", "SCP, and SCU for forwarding"),  # Modality Performed Procedure Step
+    ("1.2.840.10008.5.1.4.33", "SCU"),  # Instance Availability Notification
+    ("1.2.840.10008.5.1.4.31", "SCU"),  # Modality Worklist Information Model - FIND
+)
+
 _BEHAVIOUR = """\
 ## Behaviour
 
@@ -65,6 +73,50 @@ _BEHAVIOUR = """\
 """
 
 
+_WORKFLOW = """\
+### Storage Commitment Push Model SCP
+- N-ACTION (Action Type 1, Request Storage Commitment) on the well-known instance
+  1.2.840.10008.1.20.1.1 is answered at once (0000; 0123 for another action type, 0114 without
+  Transaction UID, 0115 with an empty Referenced SOP Sequence).
+- Each referenced instance is read back from storage and its SHA-256 over transfer syntax and
+  dataset bytes compared with the digest recorded when it was stored; only a match is
+  committed. Failure Reasons: 0112 (not held), 0119 (another SOP class), 0110 (bytes differ or
+  unreadable). A quarantined instance (identity under reconciliation) is held and committed.
+- The N-EVENT-REPORT (Event Type ID 1: all committed, 2: some failed) is sent on the same
+  association while the requester keeps it open; otherwise on a new association to the
+  requester's AE title, which must be a configured remote (`--remote`), proposing the SCP role
+  with SCP/SCU Role Selection Negotiation (three attempts).
+
+### Modality Performed Procedure Step SCP, and SCU for forwarding
+- N-CREATE must carry status IN PROGRESS (else 0106) and Scheduled Step Attributes Sequence
+  (else 0120); a known SOP Instance UID gives 0111. N-SET on an unknown instance gives 0112, on
+  a COMPLETED or DISCONTINUED one 0110 with Error ID A710; COMPLETED needs Performed Series
+  Sequence (0120).
+- Every accepted N-CREATE / N-SET is forwarded unchanged (same SOP Instance UID) to each
+  `--mpps-forward` destination, in order, retried until answered (a durable queue).
+
+### Instance Availability Notification SCU
+- When a study is complete (its MPPS is COMPLETED and every instance it references is held
+  and not quarantined; or, without MPPS, no instance has arrived for `--study-stable-seconds`)
+  an N-CREATE (1.2.840.10008.5.1.4.33) goes to each `--ian` subscriber: Study Instance UID,
+  Referenced Request Sequence (Accession Number, Requested Procedure ID), Referenced Performed
+  Procedure Step Sequence, and every available instance (ONLINE, Retrieve AE Title = ours).
+
+### Modality Worklist Information Model - FIND SCU
+- With `--worklist`, the accession numbers of stored studies that match no known order are
+  looked up (one C-FIND by Accession Number each, outside the storage path).
+
+### Identity reconciliation
+- With an order feed (`--hl7-port` or `--worklist`), each stored instance whose Accession Number
+  (else Study Instance UID) names an order is compared with it (Patient ID, name, birth date,
+  sex, Study Instance UID). `--identity-policy quarantine` (default) stores a contradicting
+  instance but keeps it out of C-FIND, C-MOVE and C-GET until it is resolved; `coerce`
+  re-encodes its header with the order's values, the old ones kept in Original Attributes
+  Sequence (0400,0561, reason COERCE). Corrections (reconciliation, ADT A08, A40) re-encode the
+  stored instances the same way (reason CORRECT).
+"""
+
+
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -75,6 +127,7 @@ def render() -> str:
     sop_rows = [("Verification", VERIFICATION, "SCP")]
     sop_rows += [(uid_name(uid), uid, "SCP") for uid in QR_MODELS]
     sop_rows += [(uid_name(uid), uid, "SCP, and SCU for C-MOVE/C-GET") for uid in STORAGE_SOP_CLASSES.values()]
+    sop_rows += [(uid_name(uid), uid, role) for uid, role in WORKFLOW_SOP_CLASSES]
     keys = [
         (level, ", ".join(LEVEL_ATTRIBUTES[level]), ", ".join(k for k, lv in COMPUTED_KEYS.items() if lv == level) or "-")
         for level in LEVELS
@@ -99,5 +152,6 @@ def render() -> str:
         _table(("Level", "Indexed keys", "Computed keys"), keys),
         "",
         _BEHAVIOUR.format(impl_uid=IMPLEMENTATION_CLASS_UID, impl_name=IMPLEMENTATION_VERSION_NAME),
+        _WORKFLOW,
     ]
     return "\n".join(parts)

@@ -39,3 +39,21 @@ class InvalidQueryError(PacsError):
     """The C-FIND/C-MOVE/C-GET identifier is unusable (level, keys)."""
 
     dimse_status = 0xA900  # Identifier does not match SOP Class
+
+
+class ReconciliationError(PacsError):
+    """A reconciliation request that cannot be applied as asked (HTTP 400)."""
+
+    http_status = 400
+
+
+class UnknownItemError(ReconciliationError):
+    """No such reconciliation item or order (HTTP 404)."""
+
+    http_status = 404
+
+
+class AlreadyResolvedError(ReconciliationError):
+    """The item is no longer open (HTTP 409)."""
+
+    http_status = 409

@@ -12,7 +12,8 @@ from risnode.config import COMPLETION_POLICIES, RisConfig, build, load_toml
 from risnode.errors import ConfigError, RisError
 
 # Long options of `serve` that map to RisConfig fields of the same name.
-_SERVE_KEYS = ("data", "host", "hl7_port", "ae_title", "port", "http_port", "ehr", "billing", "accession_pattern", "completion_policy")
+_SERVE_KEYS = ("data", "host", "hl7_port", "ae_title", "port", "http_port", "ehr", "billing", "pacs_hl7", "accession_pattern",
+               "completion_policy")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,11 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, help="REST API and front-desk page port (default 8043)")
     serve.add_argument("--ehr", metavar="HOST:PORT", help="where ORU^R01 results go (MLLP)")
     serve.add_argument("--billing", metavar="HOST:PORT", help="where DFT^P03 charges go (default: the EHR)")
+    serve.add_argument("--pacs-hl7", metavar="HOST:PORT", help="the PACS's HL7 port: orders (OMI^O23) and ADT A08/A40 go there")
     serve.add_argument("--station", action="append", metavar="MODALITY=AET", help="Scheduled Station AE Title of a modality; repeatable")
     serve.add_argument("--accession-pattern", help="e.g. {YY}{MM}{DD}{SEQ:5} (the default)")
     serve.add_argument("--mwl-match-calling-aet", action="store_true", default=None,
                        help="a worklist query without Scheduled Station AE Title gets the calling AE title's steps")
-    serve.add_argument("--completion-policy", choices=COMPLETION_POLICIES, help="who marks an exam complete (default standalone: MPPS COMPLETED)")
+    serve.add_argument("--completion-policy", choices=COMPLETION_POLICIES,
+                       help="who marks an exam complete (default standalone: MPPS COMPLETED; pacs: the PACS's notification)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     def reader(name: str, help: str) -> argparse.ArgumentParser:

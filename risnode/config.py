@@ -94,6 +94,8 @@ class RisConfig:
     # Where ORU^R01 results go; DFT^P03 charges go to ``billing``, or here when it is unset.
     ehr: Endpoint | None = None
     billing: Endpoint | None = None
+    # The PACS's HL7 port: orders (OMI^O23), demographics (ADT^A08) and merges (ADT^A40) go there.
+    pacs_hl7: Endpoint | None = None
     # MSH-3/MSH-4 of every message we send (ACKs included).
     application: str = "RISNODE"
     facility: str = "RADIOLOGY"
@@ -173,9 +175,9 @@ def build(values: dict) -> RisConfig:
         base = schedules.get(modality.upper(), Schedule(modality.upper()))
         schedules[base.modality] = Schedule(**{**_as_dict(base), "station_ae": aet})
     values["schedules"] = tuple(schedules.values())
-    for key in ("ehr", "billing"):
-        if values.get(key):
-            values[key] = Endpoint.parse(values[key])
+    for key in ("ehr", "billing", "pacs_hl7"):
+        if key in values:
+            values[key] = Endpoint.parse(values[key]) if values[key] else None
     if "data" in values:
         values["data"] = Path(values["data"])
     try:

@@ -69,7 +69,7 @@ async def _serve(config: RisConfig) -> None:
         closers.append(dicom.shutdown)
 
         workers = {}
-        endpoints = {outbound.EHR: config.ehr, outbound.BILLING: config.billing_endpoint}
+        endpoints = {outbound.EHR: config.ehr, outbound.BILLING: config.billing_endpoint, outbound.PACS: config.pacs_hl7}
         for role in outbound.ROLES:
             client = MllpClient(config.max_message_bytes, config.ack_timeout)
             worker = outbound.Worker(role, store, writer, endpoints[role], client.request, ris.context,
@@ -77,9 +77,10 @@ async def _serve(config: RisConfig) -> None:
             workers[role] = (worker, loop.create_task(worker.run(), name=f"outbound-{role}"), client)
         ris.notify = lambda role: loop.call_soon_threadsafe(workers[role][0].wake)
 
-        LOGGER.info("%s: HL7 on %s:%d, DICOM on %d, HTTP on %d, data in %s; results to %s, charges to %s",
+        LOGGER.info("%s: HL7 on %s:%d, DICOM on %d, HTTP on %d, data in %s; results to %s, charges to %s, orders to %s",
                     config.ae_title, config.host, config.hl7_port, config.port, config.http_port, config.data.resolve(),
-                    config.ehr or "(nowhere: set --ehr)", config.billing_endpoint or "(nowhere)")
+                    config.ehr or "(nowhere: set --ehr)", config.billing_endpoint or "(nowhere)",
+                    f"the PACS at {config.pacs_hl7}" if config.pacs_hl7 else "no PACS (set --pacs-hl7)")
         await stop.wait()
         LOGGER.info("shutting down")
         for worker, task, client in workers.values():

@@ -12,7 +12,7 @@ from pacsnode.dicom.uids import (
     STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION,
 )
-from pacsnode.dimse import commitment, handlers, retrieve_scp
+from pacsnode.dimse import commitment, handlers, mpps, retrieve_scp
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.services.archive import Archive
 
@@ -51,6 +51,8 @@ def build_ae(archive: Archive) -> PacsAE:
         ae.add_supported_context(uid, list(QUERY_TRANSFER_SYNTAXES))
     # Storage Commitment Push Model: we are the SCP (reports may go out on new associations).
     ae.add_supported_context(commitment.STORAGE_COMMITMENT_PUSH, list(QUERY_TRANSFER_SYNTAXES))
+    # MPPS: what a step produced tells when its study is complete (services.completion).
+    ae.add_supported_context(mpps.MPPS_SOP_CLASS, list(QUERY_TRANSFER_SYNTAXES))
     retrieve_scp.install()
     return ae
 
@@ -65,4 +67,6 @@ def event_handlers(archive: Archive) -> list:
         (evt.EVT_C_STORE, handlers.on_store, [archive]),
         (evt.EVT_C_FIND, handlers.on_find, [archive]),
         (evt.EVT_N_ACTION, commitment.on_n_action, [archive]),
+        (evt.EVT_N_CREATE, mpps.on_n_create, [archive]),
+        (evt.EVT_N_SET, mpps.on_n_set, [archive]),
     ]

@@ -70,16 +70,41 @@ def serve(config: NodeConfig, http_required: bool = True) -> None:
         config.data.resolve(),
         len(config.remotes),
     )
-    if config.workers <= 1:
-        run_worker(config, listener, http_listener)
-    else:
-        _supervise(config, listener, http_listener)
+    coordinator = _start_coordinator(config, [listener, http_listener])
+    try:
+        if config.workers <= 1:
+            run_worker(config, listener, http_listener)
+        else:
+            _supervise(config, listener, http_listener, coordinator)
+    finally:
+        if coordinator is not None:
+            coordinator.stop()
     listener.close()
     if http_listener is not None:
         http_listener.close()
 
 
-def _supervise(config: NodeConfig, listener: socket.socket, http_listener: socket.socket | None = None) -> None:
+def _start_coordinator(config: NodeConfig, bound: list):
+    """The coordinator process (HL7 feed, study completion, outbox), when configured."""
+    if not config.coordinates:
+        return None
+    from pacsnode.dimse.coordinator import Coordinator
+
+    hl7_listener = None
+    if config.hl7_port:
+        try:
+            hl7_listener = make_listener(config.host, config.hl7_port)
+        except PortInUseError:
+            for sock in bound:
+                if sock is not None:
+                    sock.close()
+            raise
+    return Coordinator(config, hl7_listener).start()
+
+
+def _supervise(
+    config: NodeConfig, listener: socket.socket, http_listener: socket.socket | None = None, coordinator=None
+) -> None:
     ctx = multiprocessing.get_context("fork")
     stopping = False
 
@@ -95,6 +120,8 @@ def _supervise(config: NodeConfig, listener: socket.socket, http_listener: socke
         workers[n].start()
     while not stopping:
         time.sleep(0.2)
+        if coordinator is not None and not stopping:
+            coordinator.check()
         for n, proc in list(workers.items()):
             if not proc.is_alive() and not stopping:
                 LOGGER.error("worker %d exited with %s; restarting it", n, proc.exitcode)

@@ -42,11 +42,13 @@ class AddResult:
 
 class Index(ABC):
     @abstractmethod
-    def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None: ...
+    def get_instance(self, sop_instance_uid: str, include_quarantined: bool = False) -> InstanceRecord | None:
+        """The instance, if the archive makes it available (a quarantined one only on request)."""
 
     @abstractmethod
     def get_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
-        """The indexed records among these UIDs, in one read."""
+        """The indexed records among these UIDs, in one read, quarantined ones included
+        (duplicate detection, storage commitment: the archive holds them)."""
 
     @abstractmethod
     def add_instances(self, records: list[InstanceRecord]) -> list[AddResult]:

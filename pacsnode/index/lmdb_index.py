@@ -333,8 +333,11 @@ class LmdbIndex(Index):
             identity=d.get("q"),
         )
 
-    def get_instance(self, sop_instance_uid: str) -> InstanceRecord | None:
-        return self.get_instances([sop_instance_uid]).get(sop_instance_uid)
+    def get_instance(self, sop_instance_uid: str, include_quarantined: bool = False) -> InstanceRecord | None:
+        record = self.get_instances([sop_instance_uid]).get(sop_instance_uid)
+        if record is not None and record.quarantined and not include_quarantined:
+            return None  # held, but not available until its identity is resolved
+        return record
 
     def get_instances(self, sop_instance_uids: list[str]) -> dict[str, InstanceRecord]:
         found = {}

@@ -9,6 +9,7 @@ transactions): what the RIS told us, reconciliation, audit, MPPS and outgoing me
   audit          entry id -> an identity change with its old and new values
   counters       name -> int
   mpps           SOP Instance UID -> performed procedure step
+  mpps_open      SOP Instance UID -> its studies, until the step's study is announced
   outbox         "<destination>/<id>" -> a DICOM message to send (MPPS forward, IAN)
   recent         Study Instance UID -> when its last instance was stored (stability rule)
   notified       Study Instance UID -> what was last announced (IAN)
@@ -28,7 +29,7 @@ from pacsnode.index.lmdb_index import LmdbIndex
 
 TABLES = (
     "ris_patients", "orders", "order_study", "recon", "recon_study", "audit", "counters",
-    "mpps", "outbox", "recent", "notified",
+    "mpps", "mpps_open", "outbox", "recent", "notified",
 )  # fmt: skip
 
 

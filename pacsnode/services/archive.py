@@ -6,7 +6,10 @@ from dataclasses import dataclass
 from pacsnode.config import NodeConfig
 from pacsnode.index import LmdbIndex
 from pacsnode.index.base import Index
+from pacsnode.index.tables import WorkflowTables
 from pacsnode.services.commit import GroupCommitter
+from pacsnode.services.identity import IdentityChecker
+from pacsnode.services.workflow import workflow_hook
 from pacsnode.services.query import QueryService
 from pacsnode.services.retrieve import RetrieveService
 from pacsnode.services.store import StoreService
@@ -22,6 +25,8 @@ class Archive:
     store: StoreService
     query: QueryService
     retrieve: RetrieveService
+    # Orders, reconciliation, audit, MPPS and outgoing messages, in the index's environment.
+    tables: WorkflowTables | None = None
 
     @classmethod
     def open(cls, config: NodeConfig) -> "Archive":
@@ -30,14 +35,18 @@ class Archive:
         index = LmdbIndex(config.data / "index", map_size=config.index_map_size)
         blobs = LocalBlobStore(config.data / "blobs")
         committer = GroupCommitter(index, blobs, config.duplicate_policy)
+        tables = WorkflowTables(index)
+        index.after_add = workflow_hook(tables, config)
+        checker = IdentityChecker(tables, config.identity_policy, config.order_feed) if config.order_feed else None
         return cls(
             config=config,
             index=index,
             blobs=blobs,
             committer=committer,
-            store=StoreService(committer),
+            store=StoreService(committer, checker),
             query=QueryService(index, blobs, config.ae_title),
             retrieve=RetrieveService(index),
+            tables=tables,
         )
 
     def close(self) -> None:

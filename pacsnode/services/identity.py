@@ -18,6 +18,7 @@ transaction per instance on the local tables; the RIS is never asked on this pat
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import zlib
@@ -233,7 +234,7 @@ def recode_dataset(dataset: bytes | memoryview, transfer_syntax: str, changes: d
     modified = Dataset()
     for keyword, value in changes.items():
         if keyword in ds:
-            modified[keyword] = ds[keyword]
+            modified[keyword] = copy.deepcopy(ds[keyword])
         else:
             setattr(modified, keyword, "")
         setattr(ds, keyword, value)

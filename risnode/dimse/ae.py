@@ -10,6 +10,7 @@ from risnode.services.ris import Ris
 
 MODALITY_WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
+INSTANCE_AVAILABILITY_NOTIFICATION = "1.2.840.10008.5.1.4.33"
 IMPLEMENTATION_VERSION_NAME = "RISNODE_010"
 
 # Identifiers carry patient data: our handlers log without it.
@@ -26,7 +27,7 @@ def build_ae(ris: Ris) -> AE:
     ae.acse_timeout = 30
     ae.maximum_associations = 32
     ae.require_called_aet = True
-    for uid in (VERIFICATION, MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP):
+    for uid in (VERIFICATION, MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP, INSTANCE_AVAILABILITY_NOTIFICATION):
         ae.add_supported_context(uid, list(QUERY_TRANSFER_SYNTAXES))
     return ae
 

@@ -11,6 +11,7 @@ from pynetdicom import evt
 
 from risnode.errors import MppsError
 from risnode.services import mpps
+from risnode.services.availability import INSTANCE_AVAILABILITY_NOTIFICATION
 from risnode.services.orders import RIS_UID_ROOT
 from risnode.services.ris import Ris
 
@@ -68,7 +69,25 @@ def _mpps(event: evt.Event, ris: Ris, request: str, uid: str, attrs: Dataset) ->
     return _status(SUCCESS)
 
 
+def on_ian(event: evt.Event, ris: Ris) -> Dataset:
+    """Instance Availability Notification from the PACS: the study is complete."""
+    calling = event.assoc.requestor.ae_title
+    uid = str(event.request.AffectedSOPInstanceUID or "") or generate_uid(prefix=RIS_UID_ROOT)
+    try:
+        orders = ris.availability(uid, event.attribute_list, calling)
+    except MppsError as exc:
+        LOGGER.warning("IAN %s from %s refused: %s", uid, calling, exc.comment)
+        return _status(exc.status, exc.comment)
+    except Exception:
+        LOGGER.exception("IAN %s from %s failed", uid, calling)
+        return _status(mpps.PROCESSING_FAILURE, "cannot process the notification")
+    LOGGER.info("IAN from %s: %d order(s)", calling, len(orders))
+    return _status(SUCCESS)
+
+
 def on_n_create(event: evt.Event, ris: Ris) -> tuple[Dataset, Dataset | None]:
+    if event.request.AffectedSOPClassUID == INSTANCE_AVAILABILITY_NOTIFICATION:
+        return on_ian(event, ris), None
     given = str(event.request.AffectedSOPInstanceUID or "")
     uid = given or generate_uid(prefix=RIS_UID_ROOT)
     status = _mpps(event, ris, "N-CREATE", uid, event.attribute_list)

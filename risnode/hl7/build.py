@@ -169,3 +169,48 @@ def dft(patient: Patient, order: Order, app: str, facility: str, control_id: str
 
 def _dtm(iso: str) -> str:
     return format_dtm(datetime.fromisoformat(iso)) if iso else ""
+
+
+# -- to the PACS (IHE RAD-4/RAD-13 procedure scheduled/updated, RAD-12 patient update) -------
+
+# Our order status -> ORC-5 (HL7 table 0038).
+ORDER_STATUS = {"ordered": "SC", "scheduled": "SC", "arrived": "SC", "in_progress": "IP", "exam_complete": "CM",
+                "reported": "CM", "distributed": "CM", "billed": "CM", "cancelled": "CA", "discontinued": "DC"}
+
+
+def adt_update(patient: Patient, app: str, facility: str, control_id: str, now: datetime) -> str:
+    """ADT^A08: the patient's current demographics."""
+    return join([
+        msh(app, facility, "", "", "ADT^A08^ADT_A01", control_id, now, charset="UNICODE UTF-8"),
+        segment("EVN", {1: "A08", 2: format_dtm(now)}),
+        _pid(patient),
+        segment("PV1", {1: "1", 2: patient.visit.get("patient_class") or "O", 19: patient.visit.get("admission_id", "")}),
+    ])
+
+
+def adt_merge(surviving: Patient, merged_id: str, app: str, facility: str, control_id: str, now: datetime) -> str:
+    """ADT^A40: ``merged_id`` (MRG-1) is merged into the surviving patient (PID-3)."""
+    return join([
+        msh(app, facility, "", "", "ADT^A40^ADT_A39", control_id, now, charset="UNICODE UTF-8"),
+        segment("EVN", {1: "A40", 2: format_dtm(now)}),
+        _pid(surviving),
+        segment("MRG", {1: [merged_id, "", "", surviving.issuer, "MR"]}),
+    ])
+
+
+def procedure(patient: Patient, order: Order, control: str, app: str, facility: str, control_id: str, now: datetime) -> str:
+    """OMI^O23 (v2.5.1): the order as scheduled, with the DICOM identifiers in IPC; ORC-1 is
+    NW (new), XO (changed), SC (status), CA or DC."""
+    start = _dtm(order.scheduled)
+    return join([
+        msh(app, facility, "", "", "OMI^O23^OMI_O23", control_id, now, charset="UNICODE UTF-8"),
+        _pid(patient),
+        _pv1(order),
+        segment("ORC", {1: control, 2: [order.placer_order, order.placer_app], 3: order.accession,
+                        5: ORDER_STATUS.get(order.status, "SC"), 7: ["", "", "", start]}),
+        segment("TQ1", {1: "1", 7: start, 9: {"STAT": "S", "HIGH": "A"}.get(order.priority, "R")}),
+        segment("OBR", {1: "1", 2: order.placer_order, 3: order.accession, 4: _code(order.procedure),
+                        18: order.accession, 19: order.requested_procedure_id, 20: order.sps_id, 24: order.modality}),
+        segment("IPC", {1: order.accession, 2: order.requested_procedure_id, 3: order.study_uid, 4: order.sps_id,
+                        5: order.modality, 6: _code(order.protocol), 7: order.station_name, 8: order.location, 9: order.station_ae}),
+    ])

@@ -8,7 +8,7 @@ from risnode.hl7 import charsets
 from risnode.hl7.datatypes import dicom_date, sex, xcn_to_pn, xpn_to_pn
 from risnode.hl7.message import Hl7Message, Segment
 from risnode.records import Patient
-from risnode.services import status
+from risnode.services import pacs_feed, status
 from risnode.services.context import Context
 from risnode.store import orders as order_store
 from risnode.store import patients as patient_store
@@ -78,6 +78,7 @@ def register(tx: Tx, msg: Hl7Message, ctx: Context) -> None:
     pid_value, _ = patient_id(pid)
     patient = patient_store.resolve(tx, pid_value) or Patient(id=pid_value)
     patient_store.put(tx, _apply_pid(patient, msg, pid, ctx))
+    pacs_feed.patient_changed(tx, patient, ctx)
 
 
 def merge(tx: Tx, msg: Hl7Message, ctx: Context) -> None:
@@ -110,4 +111,5 @@ def merge(tx: Tx, msg: Hl7Message, ctx: Context) -> None:
     patient_store.put(tx, merged)
     patient_store.put(tx, surviving)
     patient_store.alias(tx, merged_id, surviving.id)
+    pacs_feed.patients_merged(tx, surviving, merged_id, ctx)
     LOGGER.info("patients merged, %d order(s) moved", len(moved))

@@ -35,7 +35,7 @@ from risnode.records import (
     Order,
     Patient,
 )
-from risnode.services import adt, status
+from risnode.services import adt, pacs_feed, status
 from risnode.services.accession import next_accession
 from risnode.services.context import Context
 from risnode.services.scheduling import next_free_slot
@@ -260,6 +260,7 @@ def _new(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: list[Segment],
     note = f"{order.modality} {order.scheduled} ({how})" + ("; no insurance on file" if NO_INSURANCE in order.flags else "")
     status.move(order, SCHEDULED, ctx, note=note)
     order_store.put(tx, order)
+    pacs_feed.order_changed(tx, order, patient, "NW", ctx)
 
 
 def _book(tx: Tx, order: Order, start: datetime) -> None:
@@ -280,12 +281,14 @@ def _cancel(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: list[Segmen
     order = _find(tx, msg, group, patient)
     end(tx, order, CANCELLED, ctx)
     order_store.put(tx, order)
+    pacs_feed.order_changed(tx, order, patient, "CA", ctx)
 
 
 def _discontinue(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: list[Segment], patient: Patient, ctx: Context) -> None:
     order = _find(tx, msg, group, patient)
     end(tx, order, DISCONTINUED, ctx)
     order_store.put(tx, order)
+    pacs_feed.order_changed(tx, order, patient, "DC", ctx)
 
 
 def _change(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: list[Segment], patient: Patient, ctx: Context) -> None:
@@ -308,6 +311,7 @@ def _change(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: list[Segmen
         status.move(order, SCHEDULED, ctx, event="rescheduled", note=order.scheduled)
     status.record(order, "changed", ctx, ", ".join(changed) or "no change")
     order_store.put(tx, order, previous)
+    pacs_feed.order_changed(tx, order, patient, "XO", ctx)
 
 
 def _status_changed(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: list[Segment], patient: Patient, ctx: Context) -> None:
@@ -321,6 +325,7 @@ def _status_changed(tx: Tx, msg: Hl7Message, group: OrderGroup, leading_dg1: lis
     else:
         status.move(order, new, ctx)
     order_store.put(tx, order)
+    pacs_feed.order_changed(tx, order, patient, "SC", ctx)
 
 
 _CONTROLS = {"NW": _new, "CA": _cancel, "DC": _discontinue, "XO": _change, "SC": _status_changed}

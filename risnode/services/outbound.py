@@ -19,8 +19,8 @@ from risnode.store.db import Tx
 
 LOGGER = logging.getLogger(__name__)
 
-EHR, BILLING = "ehr", "billing"
-ROLES = (EHR, BILLING)
+EHR, BILLING, PACS = "ehr", "billing", "pacs"
+ROLES = (EHR, BILLING, PACS)
 
 
 def enqueue(tx: Tx, ctx: Context, role: str, kind: str, accession: str, build: Callable[[str], str], on_ack: str) -> OutboundMessage:

@@ -66,7 +66,7 @@ def report(tx: Tx, accession: str, text: str, radiologist: str, report_status: s
 
 def acknowledged(tx: Tx, message: OutboundMessage, ctx: Context) -> None:
     """An AA came back: the order moves on, and a distributed final report is charged."""
-    order = order_store.get(tx, message.accession)
+    order = order_store.get(tx, message.accession) if message.accession else None  # ADT to the PACS: no order
     if order is None:
         return
     billed = any(e.get("event") == BILLED for e in order.timeline)
@@ -81,6 +81,8 @@ def acknowledged(tx: Tx, message: OutboundMessage, ctx: Context) -> None:
             outbound.enqueue(tx, ctx, outbound.BILLING, "DFT^P03", order.accession,
                              lambda cid: build.dft(patient, order, ctx.config.application, ctx.config.facility, cid, ctx.now),
                              BILLED)
+    elif message.on_ack == "pacs":
+        status.record(order, "sent to pacs", ctx, f"{message.kind} {message.control_id}")
     elif message.on_ack == BILLED:
         if status.can_move(order, BILLED):
             status.move(order, BILLED, ctx, note=message.control_id)

@@ -10,7 +10,7 @@ from pydicom import Dataset
 from risnode.config import RisConfig
 from risnode.errors import InvalidRequest, NotFound
 from risnode.records import STATUSES, OutboundMessage, Order, Patient
-from risnode.services import inbound, mpps, results, worklist
+from risnode.services import availability, inbound, mpps, results, worklist
 from risnode.services.context import Context
 from risnode.services.status import ACTIVE, POLICIES
 from risnode.store import Store, Writer
@@ -45,6 +45,11 @@ class Ris:
         """N-CREATE or N-SET from a pynetdicom thread (blocks on the writer)."""
         ctx = self.context(f"mpps {calling_aet} {uid}")
         return self.writer.run(mpps.handle, request, uid, attrs.to_json_dict(), ctx, self.policy)
+
+    def availability(self, uid: str, attrs: Dataset, calling_aet: str) -> list[str]:
+        """An Instance Availability Notification N-CREATE from a pynetdicom thread."""
+        ctx = self.context(f"ian {calling_aet} {uid}")
+        return self.writer.run(availability.handle, uid, attrs.to_json_dict(), ctx, self.policy)
 
     async def arrive(self, accession: str) -> Order:
         return await self.writer(results.arrive, accession, self.context("front desk"))

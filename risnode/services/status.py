@@ -56,12 +56,16 @@ def record(order: Order, event: str, ctx: Context, note: str = "") -> None:
 
 
 class CompletionPolicy:
-    """Decides the order's status when the modality reports MPPS COMPLETED."""
+    """Decides the order's status when the modality reports MPPS COMPLETED, and when the
+    PACS announces the study complete (Instance Availability Notification)."""
 
     name = ""
 
     def after_mpps_completed(self, order: Order) -> str | None:
         raise NotImplementedError
+
+    def after_study_available(self, order: Order) -> str | None:
+        return None
 
 
 class Standalone(CompletionPolicy):
@@ -80,6 +84,10 @@ class PacsDecides(CompletionPolicy):
 
     def after_mpps_completed(self, order: Order) -> str | None:
         return None
+
+    def after_study_available(self, order: Order) -> str | None:
+        # The PACS holds every instance: the exam is done unless it already moved on.
+        return EXAM_COMPLETE if order.status in (ORDERED, SCHEDULED, ARRIVED, IN_PROGRESS) else None
 
 
 POLICIES: dict[str, CompletionPolicy] = {p.name: p for p in (Standalone(), PacsDecides())}

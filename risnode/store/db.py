@@ -27,6 +27,7 @@ DATABASES = (
     "outbound",  # "<id:016d>" -> OutboundMessage
     "outbound_pending",  # "<role>/<id:016d>" -> "" (sending order per role)
     "mpps",  # SOP Instance UID -> {"state", "dataset" (DICOM JSON)}
+    "ian",  # SOP Instance UID -> an Instance Availability Notification from the PACS
 )
 
 
@@ -77,12 +78,15 @@ class Tx:
     def savepoint(self) -> Iterator["Tx"]:
         """A nested transaction: its writes vanish if the block raises."""
         child = self._env.begin(write=True, parent=self._txn)
+        nested = Tx(child, self._dbs, self._env)
         try:
-            yield Tx(child, self._dbs, self._env)
+            yield nested
         except BaseException:
             child.abort()
             raise
         child.commit()
+        # What the nested writes want done after commit happens after the outer commit.
+        self.after_commit.extend(nested.after_commit)
 
 
 class Store:
@@ -98,7 +102,12 @@ class Store:
             readonly=readonly, lock=True, subdir=True,
         )
         # Handles opened by env.open_db itself stay valid for every later transaction.
-        self._dbs = {name: self.env.open_db(name.encode(), create=not readonly) for name in DATABASES}
+        self._dbs = {}
+        for name in DATABASES:
+            try:
+                self._dbs[name] = self.env.open_db(name.encode(), create=not readonly)
+            except lmdb.NotFoundError:  # read-only, on a folder written before this table existed
+                pass
         self.writer_thread: int | None = None
 
     @contextlib.contextmanager

@@ -22,6 +22,8 @@ def _keys(order: Order) -> list[str]:
         keys.append(placer_key(order.placer_app, order.placer_order))
     if order.sps_id:
         keys.append(f"sps/{order.sps_id}")
+    if order.study_uid:
+        keys.append(f"study/{order.study_uid}")
     return keys
 
 
