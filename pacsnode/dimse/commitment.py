@@ -17,6 +17,13 @@ from pydicom.sequence import Sequence
 from pynetdicom import build_context, build_role, evt
 from pynetdicom.pdu_primitives import A_RELEASE
 
+from pacsnode.dicom.status import (
+    INVALID_ARGUMENT_VALUE,
+    NO_SUCH_ACTION,
+    NO_SUCH_ARGUMENT,
+    PROCESSING_FAILURE,
+    SUCCESS,
+)
 from pacsnode.dicom.uids import QUERY_TRANSFER_SYNTAXES
 from pacsnode.dimse.sockets import set_nodelay
 from pacsnode.services.commitment import CommitmentResult, verify
@@ -29,11 +36,6 @@ STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"
 REQUEST_STORAGE_COMMITMENT = 1  # Action Type ID
 ALL_COMMITTED, SOME_FAILED = 1, 2  # Event Type IDs
 
-SUCCESS = 0x0000
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_ARGUMENT = 0x0114
-INVALID_ARGUMENT_VALUE = 0x0115
-NO_SUCH_ACTION = 0x0123
 
 # Retries of the report on a new association, and how long to wait for a reply each time.
 _NEW_ASSOCIATION_ATTEMPTS = 3

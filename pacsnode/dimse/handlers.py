@@ -8,6 +8,14 @@ from typing import Iterator
 from pydicom import Dataset
 from pynetdicom import evt
 
+from pacsnode.dicom.status import (
+    CANCEL,
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    PENDING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+)
 from pacsnode.dicom.uids import PATIENT_ROOT_FIND
 from pacsnode.errors import PacsError
 from pacsnode.services.archive import Archive
@@ -15,12 +23,6 @@ from pacsnode.services.store import DUPLICATE
 
 LOGGER = logging.getLogger("pacsnode.association")
 
-SUCCESS = 0x0000
-PENDING = 0xFF00
-CANCEL = 0xFE00
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-FIND_UNABLE_TO_PROCESS = 0xC000
 
 # Per-association counters for the one log line written when the connection closes.
 _STATS: dict[int, dict] = {}
@@ -116,6 +118,6 @@ def on_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int | Dataset,
         return
     except Exception:
         LOGGER.exception("C-FIND failed")
-        yield status(FIND_UNABLE_TO_PROCESS, "unable to process the query"), None
+        yield status(UNABLE_TO_PROCESS, "unable to process the query"), None
         return
     yield SUCCESS, None

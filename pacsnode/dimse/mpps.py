@@ -8,12 +8,12 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import evt
 
+from pacsnode.dicom.status import SUCCESS
 from pacsnode.dicom.uids import UID_ROOT
 from pacsnode.services import mpps
 
 LOGGER = logging.getLogger(__name__)
 
-SUCCESS = 0x0000
 MPPS_SOP_CLASS = mpps.MPPS_SOP_CLASS
 
 

@@ -21,6 +21,15 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.service_class import QueryRetrieveServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
+from pacsnode.dicom.status import (
+    CANCEL,
+    MOVE_DESTINATION_UNKNOWN,
+    PENDING,
+    SUBOPERATIONS_WITH_FAILURES,
+    SUCCESS,
+    UNABLE_TO_PERFORM_SUBOPERATIONS,
+    UNABLE_TO_PROCESS,
+)
 from pacsnode.dicom.uids import (
     PATIENT_ROOT_GET,
     PATIENT_ROOT_MOVE,
@@ -38,13 +47,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-SUCCESS = 0x0000
-PENDING = 0xFF00
-CANCEL = 0xFE00
-WARNING = 0xB000
-SUBOPS_FAILED = 0xA702  # Out of resources: unable to perform sub-operations
-MOVE_DESTINATION_UNKNOWN = 0xA801
-UNABLE_TO_PROCESS = 0xC000
 _RETRIEVE_MODELS = {uid for uid, (_, op) in QR_MODELS.items() if op in ("C-MOVE", "C-GET")}
 
 
@@ -93,7 +95,7 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
             if not store_assoc.is_established:
                 LOGGER.warning("C-MOVE: cannot associate with %s", destination)
                 return self._final(
-                    rsp, cx_id, SUBOPS_FAILED, counts=(len(instances), 0, 0),  # (failed, warning, completed)
+                    rsp, cx_id, UNABLE_TO_PERFORM_SUBOPERATIONS, counts=(len(instances), 0, 0),  # (failed, warning, completed)
                     failed=[i.sop_instance_uid for i in instances], comment="cannot associate with destination",
                 )
         try:
@@ -134,9 +136,9 @@ class RetrieveServiceClass(QueryRetrieveServiceClass):
         if not failed and not warnings:
             code = SUCCESS
         elif len(failed) == total:
-            code = SUBOPS_FAILED
+            code = UNABLE_TO_PERFORM_SUBOPERATIONS
         else:
-            code = WARNING
+            code = SUBOPERATIONS_WITH_FAILURES
         self._final(rsp, cx_id, code, counts=(len(failed), warnings, completed), failed=failed, ts=ts)
 
     def _final(

@@ -11,6 +11,11 @@ import logging
 from dataclasses import dataclass, field
 
 from pacsnode._native import header
+from pacsnode.dicom.status import (
+    CLASS_INSTANCE_CONFLICT,
+    NO_SUCH_OBJECT_INSTANCE,
+    PROCESSING_FAILURE,
+)
 from pacsnode.index.base import Index, InstanceRecord
 from pacsnode.services.store import content_digest
 from pacsnode.storage.base import BlobStore
@@ -18,10 +23,6 @@ from pacsnode.storage.base import BlobStore
 LOGGER = logging.getLogger(__name__)
 
 # PS3.4 J.3.3.1.1 Failure Reason (0008,1197) values.
-PROCESSING_FAILURE = 0x0110
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-CLASS_INSTANCE_CONFLICT = 0x0119
-DUPLICATE_TRANSACTION_UID = 0x0131
 
 _CHUNK = 1 << 20
 

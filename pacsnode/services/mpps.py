@@ -16,6 +16,13 @@ from pydicom import Dataset
 from pynetdicom.dsutils import decode, encode
 
 from pacsnode.config import Remote
+from pacsnode.dicom.status import (
+    DUPLICATE_SOP_INSTANCE,
+    INVALID_ATTRIBUTE_VALUE,
+    MISSING_ATTRIBUTE,
+    NO_SUCH_OBJECT_INSTANCE,
+    PROCESSING_FAILURE,
+)
 from pacsnode.errors import PacsError
 from pacsnode.index.tables import Tx, WorkflowTables, item_key
 from pacsnode.services.identity import now_iso
@@ -25,11 +32,6 @@ LOGGER = logging.getLogger(__name__)
 MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"
 
 # PS3.4 F.7.2 statuses.
-INVALID_ATTRIBUTE_VALUE = 0x0106
-PROCESSING_FAILURE = 0x0110
-DUPLICATE_SOP_INSTANCE = 0x0111
-NO_SUCH_OBJECT_INSTANCE = 0x0112
-MISSING_ATTRIBUTE = 0x0120
 MAY_NO_LONGER_BE_UPDATED = 0xA710  # Error ID with PROCESSING_FAILURE
 
 IN_PROGRESS, COMPLETED, DISCONTINUED = "IN PROGRESS", "COMPLETED", "DISCONTINUED"

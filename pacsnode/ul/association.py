@@ -19,6 +19,15 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 
+from pacsnode.dicom.status import (
+    CANCEL,
+    CANNOT_UNDERSTAND,
+    OUT_OF_RESOURCES,
+    PENDING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+    UNRECOGNIZED_OPERATION,
+)
 from pacsnode.dicom.syntax import encoding_of, inflated
 from pacsnode.dicom.uids import PATIENT_ROOT_FIND, VERIFICATION
 from pacsnode.errors import MalformedDatasetError, PacsError
@@ -31,13 +40,6 @@ from pacsnode.ul.spool import IncomingDataset
 
 LOGGER = logging.getLogger("pacsnode.association")
 
-SUCCESS = 0x0000
-PENDING = 0xFF00
-CANCEL = 0xFE00
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-UNRECOGNIZED_OPERATION = 0x0211
-UNABLE_TO_PROCESS = 0xC000
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 # Let other associations (and this one's C-CANCEL) in after this many C-FIND responses.
 _FIND_YIELD_EVERY = 32

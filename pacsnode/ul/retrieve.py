@@ -12,6 +12,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydicom.dataset import Dataset
 
+from pacsnode.dicom.status import (
+    CANCEL,
+    MOVE_DESTINATION_UNKNOWN,
+    PENDING,
+    SUBOPERATIONS_WITH_FAILURES,
+    SUCCESS,
+    UNABLE_TO_PERFORM_SUBOPERATIONS,
+)
 from pacsnode.dicom.uids import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE
 from pacsnode.errors import PacsError
 from pacsnode.index.base import InstanceRecord
@@ -24,10 +32,6 @@ if TYPE_CHECKING:
 
 LOGGER = logging.getLogger(__name__)
 
-SUCCESS, PENDING, CANCEL, WARNING = 0x0000, 0xFF00, 0xFE00, 0xB000
-SUBOPS_FAILED = 0xA702
-MOVE_DESTINATION_UNKNOWN = 0xA801
-UNABLE_TO_PROCESS = 0xC000
 
 
 class Sender(Protocol):
@@ -81,7 +85,8 @@ class Retrieval:
         except (OSError, asyncio.TimeoutError) as exc:
             LOGGER.warning("C-MOVE: cannot associate with %s: %s", destination.ae_title, exc)
             failed = [i.sop_instance_uid for i in instances]
-            return SUBOPS_FAILED, "cannot associate with destination", (None, 0, len(failed), 0), self._failed_list(failed)
+            counts = (None, 0, len(failed), 0)
+            return UNABLE_TO_PERFORM_SUBOPERATIONS, "cannot associate with destination", counts, self._failed_list(failed)
         try:
             return await self._suboperations(scu, instances, config.ae_title)
         finally:
@@ -111,7 +116,7 @@ class Retrieval:
         counts = (None, completed, len(failed), warnings)
         if not failed and not warnings:
             return SUCCESS, None, counts, None
-        status = SUBOPS_FAILED if len(failed) == total else WARNING
+        status = UNABLE_TO_PERFORM_SUBOPERATIONS if len(failed) == total else SUBOPERATIONS_WITH_FAILURES
         return status, None, counts, self._failed_list(failed) if failed else None
 
     async def _send_one(self, sender: Sender, inst: InstanceRecord, originator: str | None) -> int | None:

@@ -17,23 +17,31 @@ import logging
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from pacsnode._native import header
+from pacsnode.dicom.status import (
+    CANNOT_UNDERSTAND,
+    DOES_NOT_MATCH_SOP_CLASS,
+    OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
+    TRANSFER_SYNTAX_NOT_SUPPORTED,
+)
 from pacsnode.dicom.uids import STORAGE_TRANSFER_SYNTAXES
 from pacsnode.errors import PacsError
 from pacsnode.services.store import PendingInstance
 from pacsnode.web.app import ARCHIVE, DICOMWEB_ROOT, base_url, run_blocking
 from pacsnode.web.dicomjson import dumps, element_json
-from pacsnode.web.media import DICOM, MULTIPART_RELATED, accepts_json, parse_accept, parse_media_type
+from pacsnode.web.media import (
+    DICOM,
+    MULTIPART_RELATED,
+    accepts_json,
+    parse_accept,
+    parse_media_type,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 2 * 1024**3
 _CHUNK = 1024 * 1024
 # Failure Reasons (PS3.18 Table 10.5.3-3 / PS3.4 Annex B).
-PROCESSING_FAILURE = 0x0110
-CANNOT_UNDERSTAND = 0xC000
-DOES_NOT_MATCH = 0xA900
-SYNTAX_NOT_SUPPORTED = 0xC122
-OUT_OF_RESOURCES = 0xA700
 
 _SOP_CLASS, _SOP_INSTANCE, _SYNTAX = 0x00020002, 0x00020003, 0x00020010
 
@@ -99,7 +107,7 @@ def prepare_part(archive, content_type: str | None, data: bytearray, study: str 
         raise Failure(CANNOT_UNDERSTAND, "not a DICOM Part 10 object (no File Meta Information)")
     sop_class, sop_instance, syntax = (_text(meta.get(t)) for t in (_SOP_CLASS, _SOP_INSTANCE, _SYNTAX))
     if syntax not in STORAGE_TRANSFER_SYNTAXES:
-        raise Failure(SYNTAX_NOT_SUPPORTED, f"transfer syntax {syntax or '(none)'} not supported", sop_class, sop_instance)
+        raise Failure(TRANSFER_SYNTAX_NOT_SUPPORTED, f"transfer syntax {syntax or '(none)'} not supported", sop_class, sop_instance)
     try:
         pending = archive.store.prepare(memoryview(data)[offset:], syntax, sop_class or None, sop_instance or None)
     except PacsError as exc:
@@ -109,7 +117,7 @@ def prepare_part(archive, content_type: str | None, data: bytearray, study: str 
         raise Failure(PROCESSING_FAILURE, f"cannot process the dataset: {exc}", sop_class, sop_instance) from None
     if study is not None and pending.record.study_uid != study:
         raise Failure(
-            DOES_NOT_MATCH, f"Study Instance UID {pending.record.study_uid} is not the target study {study}",
+            DOES_NOT_MATCH_SOP_CLASS, f"Study Instance UID {pending.record.study_uid} is not the target study {study}",
             pending.record.sop_class_uid, pending.record.sop_instance_uid,
         )  # fmt: skip
     return pending
