@@ -55,8 +55,10 @@ def commands(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     data = args.data.resolve()
     local = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     ris_dicom = f"{args.ris_ae_title}={local}:{args.ris_port}"
+    # -P: the children import the installed package, not a source tree that happens to be
+    # the working folder (a checkout has no compiled kernels unless built in place).
     pacs = [
-        sys.executable, "-m", "pacsnode.cli", "serve", "--data", str(data / "pacs"), "--host", args.host,
+        sys.executable, "-P", "-m", "pacsnode.cli", "serve", "--data", str(data / "pacs"), "--host", args.host,
         "--ae-title", args.ae_title, "--port", str(args.port), "--http-port", str(args.http_port),
         "--hl7-port", str(args.hl7_port), "--worklist", ris_dicom, "--ian", ris_dicom, "--mpps-forward", ris_dicom,
         "--identity-policy", args.identity_policy, "--study-stable-seconds", str(args.study_stable_seconds),
@@ -67,7 +69,7 @@ def commands(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     for remote in args.remote:
         pacs += ["--remote", remote]
     ris = [
-        sys.executable, "-m", "risnode.cli", "serve", "--data", str(data / "ris"), "--host", args.host,
+        sys.executable, "-P", "-m", "risnode.cli", "serve", "--data", str(data / "ris"), "--host", args.host,
         "--ae-title", args.ris_ae_title, "--port", str(args.ris_port), "--hl7-port", str(args.ris_hl7_port),
         "--http-port", str(args.ris_http_port), "--pacs-hl7", f"{local}:{args.hl7_port}", "--completion-policy", "pacs",
         "--log-level", args.log_level,
