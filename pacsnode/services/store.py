@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -130,8 +131,6 @@ class StoreService:
 
     def _respool(self, old: Path, dataset: bytes, attrs: dict, transfer_syntax: str, source_ae: str | None) -> Path:
         """A coerced large instance: its new bytes go to a fresh spool file (fsync'd)."""
-        import os
-
         new = self.committer.blobs.spool_path()
         meta = build_file_meta(attrs["SOPClassUID"], attrs["SOPInstanceUID"], transfer_syntax, source_ae)
         with open(new, "wb") as fh:

@@ -34,10 +34,10 @@ class LocalBlobStore(BlobStore):
         created = not target.parent.exists()
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(path, target)
-        _fsync_dir(target.parent)
+        fsync_file(target.parent)
         if created:
-            _fsync_dir(target.parent.parent)
-            _fsync_dir(target.parent.parent.parent)
+            fsync_file(target.parent.parent)
+            fsync_file(target.parent.parent.parent)
         return blob_id
 
     def spool_path(self) -> Path:
@@ -70,12 +70,9 @@ class LocalBlobStore(BlobStore):
 
 
 def fsync_file(path: Path) -> None:
+    """Flush a file, or a folder's entries, to the device."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fsync_file(path)
