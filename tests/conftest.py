@@ -1,27 +1,13 @@
-import contextlib
 from pathlib import Path
 
 import pytest
 
-from tests.peers import Node, StoreSCP
+from tests.peers import Node, StoreSCP, started
 
 
-@contextlib.contextmanager
 def _nodes(folder: Path):
     """A factory of started nodes under ``folder``; every node still running is stopped after."""
-    nodes: list[Node] = []
-
-    def make(**kwargs) -> Node:
-        node = Node(folder / f"node{len(nodes)}", **kwargs)
-        nodes.append(node)
-        return node.start()
-
-    try:
-        yield make
-    finally:
-        for node in nodes:
-            if node.proc is not None:
-                node.stop()
+    return started(lambda n, **kwargs: Node(folder / f"node{n}", **kwargs))
 
 
 @pytest.fixture

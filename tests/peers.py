@@ -1,6 +1,7 @@
 """Real peers for the integration tests: DCMTK's programs and a node started as a process."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -56,29 +58,27 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, timeout: float = 
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-class Node:
-    """`pacsnode serve` as a real process, restartable on the same data folder."""
+class ServerProcess:
+    """One of our nodes as a real process from this source tree, restartable on the same data
+    folder; subclasses say how it is started and which ports it listens on."""
 
-    def __init__(self, data: Path, remotes: dict[str, int] | None = None, ae_title: str = "PACSNODE", extra: list[str] | None = None) -> None:
+    def __init__(self, data: Path) -> None:
         self.data = data
-        self.port = free_port()
-        self.ae_title = ae_title
-        self.remotes = remotes or {}
-        self.extra = extra or []
         self.proc: subprocess.Popen | None = None
         self.log = data.parent / f"{data.name}.log"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "pacsnode.cli", "serve", "--data", str(self.data), "--port", str(self.port), "--ae-title", self.ae_title]
-        for aet, port in self.remotes.items():
-            cmd += ["--remote", f"{aet}=127.0.0.1:{port}"]
-        return cmd + self.extra
+        raise NotImplementedError
 
-    def start(self) -> "Node":
+    def ports(self) -> list[int]:
+        raise NotImplementedError
+
+    def start(self):
         self._log_fh = open(self.log, "ab")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(self.command(), stdout=self._log_fh, stderr=subprocess.STDOUT, env=env)
-        wait_port(self.port, self.proc)
+        for port in self.ports():
+            wait_port(port, self.proc)
         return self
 
     def stop(self) -> int:
@@ -105,6 +105,45 @@ class Node:
                 assert lines, f"no log line with {words} in {self.log}"
                 return lines[0]
             time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def started(make: Callable[[int], ServerProcess]) -> Iterator[Callable[..., ServerProcess]]:
+    """A factory of started processes (``make(n, **kwargs)`` builds the n-th); every one
+    still running is stopped on exit."""
+    running: list[ServerProcess] = []
+
+    def start(**kwargs) -> ServerProcess:
+        process = make(len(running), **kwargs)
+        running.append(process)
+        return process.start()
+
+    try:
+        yield start
+    finally:
+        for process in running:
+            if process.proc is not None:
+                process.stop()
+
+
+class Node(ServerProcess):
+    """`pacsnode serve` as a real process, restartable on the same data folder."""
+
+    def __init__(self, data: Path, remotes: dict[str, int] | None = None, ae_title: str = "PACSNODE", extra: list[str] | None = None) -> None:
+        super().__init__(data)
+        self.port = free_port()
+        self.ae_title = ae_title
+        self.remotes = remotes or {}
+        self.extra = extra or []
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "pacsnode.cli", "serve", "--data", str(self.data), "--port", str(self.port), "--ae-title", self.ae_title]
+        for aet, port in self.remotes.items():
+            cmd += ["--remote", f"{aet}=127.0.0.1:{port}"]
+        return cmd + self.extra
+
+    def ports(self) -> list[int]:
+        return [self.port]
 
 
 class StoreSCP:

@@ -1,26 +1,13 @@
-import contextlib
 from pathlib import Path
 
 import pytest
 
+from tests.peers import started
 from tests.ris.peers import Hl7Listener, RisNode
 
 
-@contextlib.contextmanager
 def _nodes(folder: Path):
-    nodes: list[RisNode] = []
-
-    def make(**kwargs) -> RisNode:
-        node = RisNode(folder / f"ris{len(nodes)}", **kwargs)
-        nodes.append(node)
-        return node.start()
-
-    try:
-        yield make
-    finally:
-        for node in nodes:
-            if node.proc is not None:
-                node.stop()
+    return started(lambda n, **kwargs: RisNode(folder / f"ris{n}", **kwargs))
 
 
 @pytest.fixture

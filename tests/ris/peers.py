@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -13,46 +11,24 @@ from pathlib import Path
 
 from hl7.client import MLLPClient
 
-from tests.peers import REPO, free_port, wait_port
+from tests.peers import ServerProcess, free_port
 
 
-class RisNode:
+class RisNode(ServerProcess):
     """`risnode serve` started as a process; restartable on the same data folder and ports."""
 
     def __init__(self, data: Path, extra: list[str] | None = None, ae_title: str = "RISNODE") -> None:
-        self.data = data
+        super().__init__(data)
         self.hl7_port, self.port, self.http_port = free_port(), free_port(), free_port()
         self.ae_title = ae_title
         self.extra = extra or []
-        self.proc: subprocess.Popen | None = None
-        self.log = data.parent / f"{data.name}.log"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "risnode.cli", "serve", "--data", str(self.data), "--hl7-port", str(self.hl7_port),
                 "--port", str(self.port), "--http-port", str(self.http_port), "--ae-title", self.ae_title, *self.extra]
 
-    def start(self) -> "RisNode":
-        self._log_fh = open(self.log, "ab")
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-        self.proc = subprocess.Popen(self.command(), stdout=self._log_fh, stderr=subprocess.STDOUT, env=env)
-        for port in (self.hl7_port, self.http_port, self.port):
-            wait_port(port, self.proc)
-        return self
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.terminate()
-        code = self.proc.wait(timeout=20)
-        self._log_fh.close()
-        self.proc = None
-        return code
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+    def ports(self) -> list[int]:
+        return [self.hl7_port, self.http_port, self.port]
 
     # -- clients ---------------------------------------------------------------------------
 
