@@ -1,4 +1,5 @@
 """DIMSE status codes (PS3.7 Annex C, PS3.4), named as the standard names them."""
+from pydicom import Dataset
 
 SUCCESS = 0x0000
 PENDING = 0xFF00
@@ -25,3 +26,15 @@ SUBOPERATIONS_WITH_FAILURES = 0xB000  # warning: sub-operations complete, some f
 CANNOT_UNDERSTAND = 0xC000  # storage
 UNABLE_TO_PROCESS = 0xC000  # query/retrieve
 TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122  # STOW-RS failure reason (PS3.18)
+
+
+def status_dataset(code: int, comment: str | None = None, error_id: int | None = None) -> Dataset:
+    """A status for a pynetdicom handler to return: Status, Error Comment (at most 64
+    characters, PS3.7 C.4) and Error ID when given."""
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    if error_id is not None:
+        ds.ErrorID = error_id
+    return ds

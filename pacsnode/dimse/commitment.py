@@ -23,6 +23,7 @@ from pacsnode.dicom.status import (
     NO_SUCH_ARGUMENT,
     PROCESSING_FAILURE,
     SUCCESS,
+    status_dataset,
 )
 from pacsnode.dicom.uids import QUERY_TRANSFER_SYNTAXES
 from pacsnode.dimse.sockets import set_nodelay
@@ -42,14 +43,6 @@ _NEW_ASSOCIATION_ATTEMPTS = 3
 _REPORT_TIMEOUT = 5.0
 # How long a requester that is about to release has to say so before we report on its association.
 _RELEASE_GRACE = 0.2
-
-
-def _status(code: int, comment: str = "") -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
 
 
 def references(info: Dataset) -> list[tuple[str, str]]:
@@ -91,25 +84,25 @@ def on_n_action(event: evt.Event, archive) -> tuple[Dataset, Dataset | None]:
     req = event.request
     calling = event.assoc.requestor.ae_title
     if req.ActionTypeID != REQUEST_STORAGE_COMMITMENT:
-        return _status(NO_SUCH_ACTION, "Action Type ID must be 1 (Request Storage Commitment)"), None
+        return status_dataset(NO_SUCH_ACTION, "Action Type ID must be 1 (Request Storage Commitment)"), None
     try:
         info = event.action_information
         transaction_uid = str(info.get("TransactionUID", "") or "").strip()
         refs = references(info)
     except Exception:
         LOGGER.exception("storage commitment request from %s cannot be decoded", calling)
-        return _status(PROCESSING_FAILURE, "cannot decode the Action Information"), None
+        return status_dataset(PROCESSING_FAILURE, "cannot decode the Action Information"), None
     if not transaction_uid:
-        return _status(NO_SUCH_ARGUMENT, "Transaction UID is required"), None
+        return status_dataset(NO_SUCH_ARGUMENT, "Transaction UID is required"), None
     if not refs:
-        return _status(INVALID_ARGUMENT_VALUE, "Referenced SOP Sequence is empty"), None
+        return status_dataset(INVALID_ARGUMENT_VALUE, "Referenced SOP Sequence is empty"), None
     LOGGER.info("storage commitment %s from %s: %d instance(s)", transaction_uid, calling, len(refs))
     thread = threading.Thread(
         target=_commit_and_report, args=(event.assoc, archive, calling, transaction_uid, refs),
         name="storage-commitment", daemon=True,
     )
     thread.start()
-    return _status(SUCCESS), None
+    return status_dataset(SUCCESS), None
 
 
 def _commit_and_report(assoc, archive, calling: str, transaction_uid: str, refs: list[tuple[str, str]]) -> None:

@@ -15,6 +15,7 @@ from pacsnode.dicom.status import (
     PENDING,
     SUCCESS,
     UNABLE_TO_PROCESS,
+    status_dataset,
 )
 from pacsnode.dicom.uids import PATIENT_ROOT_FIND
 from pacsnode.errors import PacsError
@@ -26,14 +27,6 @@ LOGGER = logging.getLogger("pacsnode.association")
 
 # Per-association counters for the one log line written when the connection closes.
 _STATS: dict[int, dict] = {}
-
-
-def status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    return ds
 
 
 def _stats(event: evt.Event) -> dict:
@@ -89,15 +82,15 @@ def on_store(event: evt.Event, archive: Archive) -> Dataset | int:
     except PacsError as exc:
         stats["failed"] += 1
         LOGGER.warning("C-STORE %s from %s refused: %s", req.AffectedSOPInstanceUID, event.assoc.requestor.ae_title, exc)
-        return status(exc.dimse_status, exc.comment)
+        return status_dataset(exc.dimse_status, exc.comment)
     except OSError as exc:
         stats["failed"] += 1
         LOGGER.error("C-STORE %s: storage error: %s", req.AffectedSOPInstanceUID, exc)
-        return status(OUT_OF_RESOURCES, "storage error; see the node's log")
+        return status_dataset(OUT_OF_RESOURCES, "storage error; see the node's log")
     except Exception:
         stats["failed"] += 1
         LOGGER.exception("C-STORE %s failed", req.AffectedSOPInstanceUID)
-        return status(CANNOT_UNDERSTAND, "cannot process the dataset")
+        return status_dataset(CANNOT_UNDERSTAND, "cannot process the dataset")
     stats["dup" if outcome.result == DUPLICATE else "stored"] += 1
     return SUCCESS
 
@@ -114,10 +107,10 @@ def on_find(event: evt.Event, archive: Archive) -> Iterator[tuple[int | Dataset,
             yield PENDING, response
     except PacsError as exc:
         LOGGER.warning("C-FIND refused: %s", exc)
-        yield status(exc.dimse_status, exc.comment), None
+        yield status_dataset(exc.dimse_status, exc.comment), None
         return
     except Exception:
         LOGGER.exception("C-FIND failed")
-        yield status(UNABLE_TO_PROCESS, "unable to process the query"), None
+        yield status_dataset(UNABLE_TO_PROCESS, "unable to process the query"), None
         return
     yield SUCCESS, None

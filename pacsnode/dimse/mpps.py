@@ -8,7 +8,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import evt
 
-from pacsnode.dicom.status import SUCCESS
+from pacsnode.dicom.status import SUCCESS, status_dataset
 from pacsnode.dicom.uids import UID_ROOT
 from pacsnode.services import mpps
 
@@ -17,32 +17,22 @@ LOGGER = logging.getLogger(__name__)
 MPPS_SOP_CLASS = mpps.MPPS_SOP_CLASS
 
 
-def _status(code: int, comment: str = "", error_id: int | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    if error_id is not None:
-        ds.ErrorID = error_id
-    return ds
-
-
 def _apply(event: evt.Event, archive, request: str, uid: str, attrs: Dataset) -> Dataset:
     calling = event.assoc.requestor.ae_title
     try:
         mpps.handle(archive.tables, request, uid, attrs, calling, archive.config.mpps_forward)
     except mpps.MppsError as exc:
         LOGGER.warning("MPPS %s %s from %s refused: %s", request, uid, calling, exc.comment)
-        return _status(exc.dimse_status, exc.comment, exc.error_id)
+        return status_dataset(exc.dimse_status, exc.comment, exc.error_id)
     except Exception:
         LOGGER.exception("MPPS %s %s from %s failed", request, uid, calling)
-        return _status(mpps.PROCESSING_FAILURE, "cannot process the request")
-    return _status(SUCCESS)
+        return status_dataset(mpps.PROCESSING_FAILURE, "cannot process the request")
+    return status_dataset(SUCCESS)
 
 
 def on_n_create(event: evt.Event, archive) -> tuple[Dataset, Dataset | None]:
     if event.request.AffectedSOPClassUID != mpps.MPPS_SOP_CLASS:
-        return _status(0x0122, "SOP class not supported"), None
+        return status_dataset(0x0122, "SOP class not supported"), None
     given = str(event.request.AffectedSOPInstanceUID or "")
     uid = given or generate_uid(prefix=UID_ROOT + "4.")
     status = _apply(event, archive, "N-CREATE", uid, event.attribute_list)

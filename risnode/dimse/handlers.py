@@ -9,6 +9,13 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import evt
 
+from pacsnode.dicom.status import (
+    CANCEL,
+    PENDING,
+    SUCCESS,
+    UNABLE_TO_PROCESS,
+    status_dataset,
+)
 from risnode.errors import MppsError
 from risnode.services import mpps
 from risnode.services.availability import INSTANCE_AVAILABILITY_NOTIFICATION
@@ -17,20 +24,6 @@ from risnode.services.ris import Ris
 
 LOGGER = logging.getLogger("risnode.association")
 
-SUCCESS = 0x0000
-PENDING = 0xFF00
-CANCEL = 0xFE00
-FIND_UNABLE_TO_PROCESS = 0xC000
-
-
-def _status(code: int, comment: str = "", error_id: int | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]
-    if error_id is not None:
-        ds.ErrorID = error_id
-    return ds
 
 
 def on_echo(event: evt.Event) -> int:
@@ -43,7 +36,7 @@ def on_find(event: evt.Event, ris: Ris) -> Iterator[tuple[int | Dataset, Dataset
         answers = ris.worklist(event.identifier, calling)
     except Exception:
         LOGGER.exception("worklist query from %s failed", calling)
-        yield _status(FIND_UNABLE_TO_PROCESS, "unable to process the query"), None
+        yield status_dataset(UNABLE_TO_PROCESS, "unable to process the query"), None
         return
     LOGGER.info("worklist query from %s: %d step(s)", calling, len(answers))
     for answer in answers:
@@ -61,12 +54,12 @@ def _mpps(event: evt.Event, ris: Ris, request: str, uid: str, attrs: Dataset) ->
     except MppsError as exc:
         LOGGER.warning("MPPS %s %s from %s refused: %s", request, uid, calling, exc.comment)
         final = exc.status == mpps.PROCESSING_FAILURE and "no longer" in exc.comment
-        return _status(exc.status, exc.comment, mpps.MAY_NO_LONGER_BE_UPDATED if final else None)
+        return status_dataset(exc.status, exc.comment, mpps.MAY_NO_LONGER_BE_UPDATED if final else None)
     except Exception:
         LOGGER.exception("MPPS %s %s from %s failed", request, uid, calling)
-        return _status(mpps.PROCESSING_FAILURE, "cannot process the request")
+        return status_dataset(mpps.PROCESSING_FAILURE, "cannot process the request")
     LOGGER.info("MPPS %s from %s: %s", request, calling, state)
-    return _status(SUCCESS)
+    return status_dataset(SUCCESS)
 
 
 def on_ian(event: evt.Event, ris: Ris) -> Dataset:
@@ -77,12 +70,12 @@ def on_ian(event: evt.Event, ris: Ris) -> Dataset:
         orders = ris.availability(uid, event.attribute_list, calling)
     except MppsError as exc:
         LOGGER.warning("IAN %s from %s refused: %s", uid, calling, exc.comment)
-        return _status(exc.status, exc.comment)
+        return status_dataset(exc.status, exc.comment)
     except Exception:
         LOGGER.exception("IAN %s from %s failed", uid, calling)
-        return _status(mpps.PROCESSING_FAILURE, "cannot process the notification")
+        return status_dataset(mpps.PROCESSING_FAILURE, "cannot process the notification")
     LOGGER.info("IAN from %s: %d order(s)", calling, len(orders))
-    return _status(SUCCESS)
+    return status_dataset(SUCCESS)
 
 
 def on_n_create(event: evt.Event, ris: Ris) -> tuple[Dataset, Dataset | None]:
