@@ -5,7 +5,8 @@
   (start, length) spans of every frame's fragments; nothing is copied until a frame is asked for.
 * RLE Lossless (PS3.5 Annex G) is decoded here, without the GIL, straight into the caller's array.
 * JPEG, JPEG-LS and JPEG 2000 frames go through pylibjpeg-libjpeg / pylibjpeg-openjpeg; this
-  module feeds them frame by frame and casts their output into the caller's array.
+  module feeds them frame by frame and casts their output into the caller's array. libjpeg's
+  decoder is called directly where it can be (libjpeg_call: one pass instead of two, no GIL).
 
 Results follow pydicom 3's ``pixel_array`` conventions (see pacsnode/pixels/decode.py). Every read
 is bounds-checked by hand (the module is compiled with boundscheck=False). Kernels assume a
@@ -21,6 +22,7 @@ from libc.string cimport memcpy, memset
 from io import BytesIO
 from operator import index
 
+from pacsnode._native import libjpeg_call
 from pacsnode.errors import MalformedDatasetError
 
 __all__ = [
@@ -799,7 +801,17 @@ cdef object _codec(str name):
     return module
 
 
-cdef object _decode_libjpeg(bytes src, Py_ssize_t index):
+cdef object _decode_libjpeg(bytes src, Py_ssize_t index, int precision, Py_ssize_t samples):
+    # One pass straight into a buffer of the size the SOF gives (samples, precision); libjpeg
+    # checks that size itself. Where it differs, the public path decodes (two passes) and the
+    # caller judges what came out.
+    if precision > 0 and libjpeg_call.available():
+        data = bytearray(samples * (1 if precision <= 8 else 2))
+        code, message = libjpeg_call.decode_into(src, data)
+        if code == 0:
+            return data
+        if code != libjpeg_call.SIZE_MISMATCH:
+            raise MalformedDatasetError(f"libjpeg cannot decode frame {index}: {message or code} ({code})")
     status, data, _ = _codec("_libjpeg").decode(src, 0, False)
     code, _, message = status.decode("utf-8", "replace").partition("::::")
     if code != "0" or data is None:
@@ -869,7 +881,7 @@ def decode_frames(str codec, buf, list frames, out, Py_ssize_t frame_pixels, int
             decoded = _decode_openjpeg(src_bytes, i)
         else:
             _jpeg_params(f.ptrs[i], f.lens[i], &precision, &rgb_ids, &jfif)
-            decoded = _decode_libjpeg(src_bytes, i)
+            decoded = _decode_libjpeg(src_bytes, i, precision, frame_pixels)
         del src_bytes
         if precision < 0:
             precision = bits_stored
