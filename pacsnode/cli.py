@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+
+# The node does no linear algebra: OpenBLAS's threads (one per core, started when numpy
+# loads) would only compete with the DICOM workers. Set before anything imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from pacsnode import __version__, workflow_cli
 from pacsnode.config import DUPLICATE_POLICIES, IDENTITY_POLICIES, ConfigError, NodeConfig, Remote, load_toml
