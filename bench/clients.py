@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
@@ -70,19 +71,33 @@ def split(items: list, n: int) -> list[list]:
 
 
 def movescu(aet: str, port: int, dest: str, study_uid: str) -> tuple[float, subprocess.CompletedProcess]:
-    cmd = [dcmtk("movescu"), "-S", "-aet", "MOVESCU", "-aec", aet, "-aem", dest,
+    cmd = [dcmtk("movescu"), "-v", "-S", "-aet", "MOVESCU", "-aec", aet, "-aem", dest,
            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", HOST, str(port)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dcmtk_env())
     return time.perf_counter() - t0, proc
 
 
-def getscu(aet: str, port: int, study_uid: str, out: Path) -> tuple[float, subprocess.CompletedProcess]:
-    cmd = [dcmtk("getscu"), "-S", "-aet", "GETSCU", "-aec", aet, "-od", str(out),
+def getscu(aet: str, port: int, study_uid: str, out: Path | None) -> tuple[float, subprocess.CompletedProcess]:
+    """C-GET a study into ``out``, or with ``out=None`` receive and discard it (``--ignore``)."""
+    keep = ["-od", str(out)] if out is not None else ["--ignore"]
+    cmd = [dcmtk("getscu"), "-v", "-S", "-aet", "GETSCU", "-aec", aet, *keep,
            "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", HOST, str(port)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dcmtk_env())
     return time.perf_counter() - t0, proc
+
+
+def completed_suboperations(op: str, proc: subprocess.CompletedProcess, expected: int) -> int | None:
+    """Sub-operations a verbose movescu/getscu saw complete. getscu reports the count; movescu
+    does not, and pending responses are optional, so a final Success (every sub-operation
+    complete, none failed: PS3.4 C.4.2.1.5) counts as ``expected`` (the same archives' counts
+    are verified by a receiver that writes files in the same run)."""
+    log = proc.stdout + proc.stderr
+    if op == "get":
+        found = re.findall(r"Number of Completed Suboperations\s*:\s*(\d+)", log)
+        return int(found[-1]) if found else None
+    return expected if "Received Final Move Response (Success)" in log else None
 
 
 class FindSession:

@@ -100,22 +100,30 @@ def find_table(archives: list[dict]) -> list[str]:
 
 def retrieve_table(archives: list[dict]) -> list[str]:
     ours = next((a for a in archives if a["archive"] == "pacsnode"), None)
-    rows = []
-    for a in archives:
-        cells = [a["archive"]]
-        for op in ("move", "get"):
-            r = a.get(op) or {}
-            cells += [_med(r.get("inst_per_s")), _med(r.get("MB_per_s"), 1, False)]
-        for op in ("move", "get"):
-            mine = ours and (ours.get(op) or {}).get("inst_per_s")
-            theirs = (a.get(op) or {}).get("inst_per_s")
-            cells.append("–" if a is ours else _ratio(mine and mine["median"], theirs and theirs["median"]))
-        rows.append(cells)
     n = next((a[op]["instances"] for a in archives for op in ("move", "get") if a.get(op)), "?")
-    out = [f"**C-MOVE** (movescu, to a DCMTK storescp) **and C-GET** (getscu) of one {n}-instance CT study "
-           "(median of timed runs [min–max], wall time of the DCMTK client)\n"]
-    out += _table(["archive", "C-MOVE inst/s", "MB/s", "C-GET inst/s", "MB/s", "pacsnode ÷ this, move", "get"], rows)
-    return out + [""]
+    out = []
+    for move, get, receivers in (("move", "get", "to a DCMTK storescp writing files; getscu writing files"),
+                                 ("move_discard", "get_discard", "receivers discarding the data: storescp and "
+                                  "getscu `--ignore`")):
+        if not any(a.get(move) or a.get(get) for a in archives):
+            continue
+        rows = []
+        for a in archives:
+            cells = [a["archive"]]
+            for op in (move, get):
+                r = a.get(op) or {}
+                cells += [_med(r.get("inst_per_s")), _med(r.get("MB_per_s"), 1, False)]
+            for op in (move, get):
+                mine = ours and (ours.get(op) or {}).get("inst_per_s")
+                theirs = (a.get(op) or {}).get("inst_per_s")
+                cells.append("–" if a is ours else _ratio(mine and mine["median"], theirs and theirs["median"]))
+            rows.append(cells)
+        out += [f"**C-MOVE** (movescu) **and C-GET** (getscu) of one {n}-instance CT study, {receivers} "
+                "(median of timed runs [min–max], wall time of the DCMTK client)\n"]
+        out += _table(["archive", "C-MOVE inst/s", "MB/s", "C-GET inst/s", "MB/s", "pacsnode ÷ this, move", "get"],
+                      rows)
+        out.append("")
+    return out
 
 
 def large_table(large: dict) -> list[str]:

@@ -215,9 +215,11 @@ class StoreScp(Server):
     name = "storescp"
     aet = "STORESCP"
 
-    def __init__(self, workdir: Path, aet: str = "STORESCP") -> None:
+    def __init__(self, workdir: Path, aet: str = "STORESCP", discard: bool = False) -> None:
         super().__init__(workdir)
         self.aet = aet
+        # --ignore: receive everything, write nothing (the receiver's file cost out of the way)
+        self.discard = discard
 
     @property
     def out(self) -> Path:
@@ -227,7 +229,8 @@ class StoreScp(Server):
         self.out.mkdir()
 
     def command(self) -> list[str]:
-        return [dcmtk("storescp"), "--fork", "-aet", self.aet, "-od", str(self.out), str(self.port)]
+        keep = ["--ignore"] if self.discard else ["-od", str(self.out)]
+        return [dcmtk("storescp"), "--fork", "-aet", self.aet, *keep, str(self.port)]
 
     def count(self) -> int:
         return count_files(self.out)

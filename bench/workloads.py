@@ -247,17 +247,26 @@ def load_archive(ctx: Context, srv: Server, manifest: dict, nassoc: int, tag: st
 
 
 def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str) -> dict:
-    """One warm-up then ``rounds`` timed retrievals of a whole study, a different one each time."""
+    """One warm-up then ``rounds`` timed retrievals of a whole study, a different one each time.
+
+    With a discarding ``dest`` (C-MOVE) or getscu ``--ignore`` (C-GET, when ``dest.discard``)
+    nothing is written on the receiving side: the count is the completed sub-operations the
+    client reports."""
     studies = manifest["studies"]
     first = 0 if op == "move" else ctx.rounds + 1
     runs = []
     for k in range(ctx.rounds + 1):
         study = studies[(first + k) % len(studies)]
         if op == "move":
-            dest.clear()
+            if not dest.discard:
+                dest.clear()
             settle(min(ctx.settle, 1.0))
             wall, proc = clients.movescu(srv.aet, srv.port, dest.aet, study["study_uid"])
-            got = dest.count()
+            got = clients.completed_suboperations(op, proc, study["n"]) if dest.discard else dest.count()
+        elif dest.discard:
+            settle(min(ctx.settle, 1.0))
+            wall, proc = clients.getscu(srv.aet, srv.port, study["study_uid"], None)
+            got = clients.completed_suboperations(op, proc, study["n"])
         else:
             out = ctx.work / f"getscu-{srv.name}-{k}"
             out.mkdir(parents=True)
@@ -268,7 +277,8 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str)
         ok = proc.returncode == 0 and got == study["n"]
         runs.append({"warmup": k == 0, "wall_s": wall, "inst_per_s": study["n"] / wall,
                      "MB_per_s": study["bytes"] / wall / MB, "received": got, "expected": study["n"], "ok": ok})
-        ctx.log(f"C-{op.upper()} {srv.name}{' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
+        ctx.log(f"C-{op.upper()} {srv.name}{' (discarded)' if dest.discard else ''}"
+                f"{' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
                 f"{study['n'] / wall:.0f} inst/s, received {got}/{study['n']}{'' if ok else ' FAILED'}")
         if not ok:
             ctx.problem(f"C-{op.upper()} from {srv.name}: received {got} of {study['n']}, exit "
@@ -281,28 +291,34 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str)
 
 
 def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -> list[dict]:
-    """Per archive, on the CT corpus: load it, C-FIND, C-MOVE to a storescp, C-GET by getscu."""
+    """Per archive, on the CT corpus: load it, C-FIND, C-MOVE to a storescp, C-GET by getscu;
+    then both again with receivers that discard what they get (the sender's own speed)."""
     dest = StoreScp(ctx.work / "movedest", aet="MOVEDEST").start()
+    null = StoreScp(ctx.work / "movenull", aet="MOVENULL", discard=True).start()
     out = []
     try:
         queries = make_queries(ct, nqueries)
         for name in archives:
             res = {"archive": name, "instances": ct["n_instances"], "studies": len(ct["studies"]), "corpus": "ct"}
-            res.update(guarded(ctx, f"query/retrieve on {name}", _query_retrieve_one, ctx, name, ct, queries, dest))
+            res.update(guarded(ctx, f"query/retrieve on {name}", _query_retrieve_one, ctx, name, ct, queries, dest, null))
             out.append(res)
     finally:
         dest.stop(clean=True)
+        null.stop(clean=True)
     return out
 
 
-def _query_retrieve_one(ctx: Context, name: str, ct: dict, queries: list[dict], dest: StoreScp) -> dict:
-    srv = make_receiver(name, ctx, ctx.work / f"qr-{name}", {dest.aet: dest.port}).start()
+def _query_retrieve_one(ctx: Context, name: str, ct: dict, queries: list[dict], dest: StoreScp, null: StoreScp) -> dict:
+    peers = {dest.aet: dest.port, null.aet: null.port}
+    srv = make_receiver(name, ctx, ctx.work / f"qr-{name}", peers).start()
     try:
         settle(ctx.settle)
         res = {"load": load_archive(ctx, srv, ct, 1, f"qr-{name}")}
         res["find"] = run_queries(ctx, srv, queries, f"{name} ({ct['n_instances']} instances)")
         res["move"] = retrieve(ctx, srv, ct, dest, "move")
         res["get"] = retrieve(ctx, srv, ct, dest, "get")
+        res["move_discard"] = retrieve(ctx, srv, ct, null, "move")
+        res["get_discard"] = retrieve(ctx, srv, ct, null, "get")
         return res
     finally:
         srv.stop(clean=True)
