@@ -12,6 +12,7 @@ import socket
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from pacsnode.dimse.loads import WorkerLoads
 from pacsnode.ul import pdu
 from pacsnode.ul.acse import FAST_ABSTRACT_SYNTAXES, parse_associate_rq, suits_fast_path
 from pacsnode.ul.association import FastAssociation, FastPathContext
@@ -19,6 +20,18 @@ from pacsnode.ul.association import FastAssociation, FastPathContext
 LOGGER = logging.getLogger(__name__)
 
 _MAX_REQUEST = 1 << 20  # an A-ASSOCIATE-RQ larger than this is left to pynetdicom to refuse
+# How long a busier worker waits before taking a new connection itself.
+_LET_OTHERS_ACCEPT = 0.002
+
+
+async def _readable(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(sock.fileno(), lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
 
 
 class Dispatcher:
@@ -28,8 +41,10 @@ class Dispatcher:
         fast: FastPathContext | None,
         pynetdicom_server: ThreadedAssociationServer,
         acse_timeout: float,
+        loads: WorkerLoads | None = None,
     ) -> None:
         self.listener = listener
+        self.loads = loads
         self.fast = fast
         # SOP classes the AE supports that only pynetdicom serves (e.g. storage commitment).
         self.slow_syntaxes = frozenset(
@@ -42,7 +57,18 @@ class Dispatcher:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            sock, address = await loop.sock_accept(self.listener)
+            await _readable(self.listener)
+            if self.loads is not None and self.loads.busier_than_another():
+                await asyncio.sleep(_LET_OTHERS_ACCEPT)
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                continue  # another worker took it
+            except OSError as exc:  # e.g. EMFILE: wait rather than spin
+                LOGGER.error("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             loop.create_task(self._route(sock, address))
 
@@ -58,11 +84,18 @@ class Dispatcher:
             loop = asyncio.get_running_loop()
             transport, _ = await loop.connect_accepted_socket(lambda: FastAssociation(self.fast), sock)
             self.fast_associations.add(transport)
-            transport.get_protocol().on_closed = lambda: self.fast_associations.discard(transport)
+            if self.loads is not None:
+                self.loads.opened()
+            transport.get_protocol().on_closed = lambda: self._closed(transport)
             return
         sock.setblocking(True)
         # pynetdicom's request handler starts the association in a thread of its own.
         self.pynetdicom_server.finish_request(sock, address)
+
+    def _closed(self, transport: asyncio.Transport) -> None:
+        self.fast_associations.discard(transport)
+        if self.loads is not None:
+            self.loads.closed()
 
     def _suits_fast_path(self, request: bytes) -> bool:
         try:
@@ -73,14 +106,8 @@ class Dispatcher:
     @staticmethod
     async def _peek_request(sock: socket.socket) -> bytes | None:
         """The whole first PDU, left unread in the socket; None if it is not an A-ASSOCIATE-RQ."""
-        loop = asyncio.get_running_loop()
         while True:
-            readable = loop.create_future()
-            loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
-            try:
-                await readable
-            finally:
-                loop.remove_reader(sock.fileno())
+            await _readable(sock)
             head = sock.recv(6, socket.MSG_PEEK)
             if len(head) < 6:
                 if not head:

@@ -20,6 +20,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from pacsnode.config import NodeConfig
 from pacsnode.dimse.ae import build_ae, event_handlers
 from pacsnode.dimse.dispatch import Dispatcher
+from pacsnode.dimse.loads import WorkerLoads
 from pacsnode.services.archive import Archive
 from pacsnode.ul.association import FastPathContext
 from pacsnode.ul.acse import FAST_ABSTRACT_SYNTAXES, supported_from
@@ -115,9 +116,12 @@ def _supervise(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    loads = WorkerLoads(config.workers)
     workers = {}
     for n in range(config.workers):
-        workers[n] = ctx.Process(target=run_worker, args=(config, listener, http_listener), name=f"pacsnode-worker-{n}")
+        workers[n] = ctx.Process(
+            target=run_worker, args=(config, listener, http_listener, loads.for_worker(n)), name=f"pacsnode-worker-{n}"
+        )
         workers[n].start()
     while not stopping:
         time.sleep(0.2)
@@ -126,7 +130,10 @@ def _supervise(
         for n, proc in list(workers.items()):
             if not proc.is_alive() and not stopping:
                 LOGGER.error("worker %d exited with %s; restarting it", n, proc.exitcode)
-                workers[n] = ctx.Process(target=run_worker, args=(config, listener, http_listener), name=f"pacsnode-worker-{n}")
+                workers[n] = ctx.Process(
+                    target=run_worker, args=(config, listener, http_listener, loads.for_worker(n)),
+                    name=f"pacsnode-worker-{n}",
+                )
                 workers[n].start()
     LOGGER.info("shutting down %d worker(s)", len(workers))
     for proc in workers.values():
@@ -138,7 +145,12 @@ def _supervise(
             proc.kill()
 
 
-def run_worker(config: NodeConfig, listener: socket.socket, http_listener: socket.socket | None = None) -> None:
+def run_worker(
+    config: NodeConfig,
+    listener: socket.socket,
+    http_listener: socket.socket | None = None,
+    loads: WorkerLoads | None = None,
+) -> None:
     """One worker: its own archive handles, a pynetdicom AE, the asyncio fast path and,
     given an HTTP socket, the DICOMweb application on the same event loop."""
     try:
@@ -160,7 +172,7 @@ def run_worker(config: NodeConfig, listener: socket.socket, http_listener: socke
         max_pdu=config.max_pdu,
         idle_timeout=config.network_timeout,
     )
-    dispatcher = Dispatcher(listener, fast if config.fast_path else None, pynetdicom_server, ae.acse_timeout)
+    dispatcher = Dispatcher(listener, fast if config.fast_path else None, pynetdicom_server, ae.acse_timeout, loads)
     # What is loaded by now lives as long as the worker: out of the collector's way, so that
     # the many short-lived objects of each C-STORE are collected without rescanning it.
     gc.freeze()

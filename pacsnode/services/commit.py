@@ -2,9 +2,10 @@
 
 Every instance that arrives while a batch is being written joins the next batch: its
 blob is appended to the segment with the others (one fdatasync, the writer thread), then
-its index entry is committed in the same LMDB transaction (the indexer thread). Each
-submitter's Future resolves only after both; the next batch's blobs are written while the
-previous batch's index transaction commits, so the two flushes overlap across batches.
+its index entry is committed in one LMDB transaction (the indexer thread), shared by every
+batch written while the previous transaction committed. Each submitter's Future resolves
+only after both; the next batch's blobs are written while the previous batch's index
+transaction commits, so the two flushes overlap across batches.
 """
 from __future__ import annotations
 
@@ -76,15 +77,27 @@ class GroupCommitter:
             job = self._indexing.get()
             if job is _STOP:
                 return
-            batch, staged = job
+            jobs, stop = [job], False
+            # The index commit is the slower stage (two flushes): batches written meanwhile share it.
+            while not stop:
+                try:
+                    job = self._indexing.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                else:
+                    jobs.append(job)
             try:
-                self._index(batch, *staged)
+                self._index(jobs)
             except BaseException as exc:
-                _fail(batch, exc)
+                _fail([item for batch, _ in jobs for item in batch], exc)
+            if stop:
+                return
 
     def _commit(self, batch: list[PendingInstance]) -> None:
         """Both stages for one batch, in the caller's thread."""
-        self._index(batch, *self._write(batch))
+        self._index([(batch, self._write(batch))])
 
     def _write(self, batch: list[PendingInstance]) -> tuple[list[PendingInstance], dict[str, PendingInstance]]:
         """Judge duplicates and make the new blobs durable; returns what the index gets."""
@@ -104,21 +117,24 @@ class GroupCommitter:
         self._write_blobs(fresh)
         return fresh, first_in_batch
 
-    def _index(self, batch: list[PendingInstance], fresh: list[PendingInstance], first_in_batch: dict) -> None:
+    def _index(self, jobs: list[tuple[list[PendingInstance], tuple]]) -> None:
+        """One index transaction for the written batches ``(batch, (fresh, first_in_batch))``."""
+        fresh = [item for _, (written, _) in jobs for item in written]
         results = self.index.add_instances([p.record for p in fresh])
         for item, added in zip(fresh, results):
             if added.added:
                 item.future.set_result(StoreOutcome(STORED, item.record))
-            else:  # stored meanwhile, by another process or by the batch before this one
+            else:  # stored meanwhile: by another process, an earlier batch or one in this transaction
                 self.blobs.delete(item.record.blob_id)
                 self._resolve_duplicate(item, added.existing)
-        for item in batch:
-            if not item.future.done():  # identical copies of an instance first seen in this batch
-                first = first_in_batch[item.record.sop_instance_uid].future
-                if first.exception() is not None:
-                    item.future.set_exception(first.exception())
-                else:
-                    item.future.set_result(StoreOutcome(DUPLICATE, first.result().record))
+        for batch, (_, first_in_batch) in jobs:
+            for item in batch:
+                if not item.future.done():  # identical copies of an instance first seen in its batch
+                    first = first_in_batch[item.record.sop_instance_uid].future
+                    if first.exception() is not None:
+                        item.future.set_exception(first.exception())
+                    else:
+                        item.future.set_result(StoreOutcome(DUPLICATE, first.result().record))
 
     def _write_blobs(self, items: list[PendingInstance]) -> None:
         in_memory = [p for p in items if p.chunks is not None]

@@ -94,3 +94,31 @@ def test_replace_never_moves_an_instance(archive):
     with pytest.raises(DuplicateInstanceError):
         archive.store.store(encoded(uid, series="1.2.3.5", pixel=b"\x03" * 64), ExplicitVRLittleEndian)
     assert archive.index.get_instance(uid).series_uid == "1.2.3.4"
+
+
+def test_written_batches_share_one_index_transaction(archive):
+    """Batches queued behind a slow index commit go into the next transaction together, with
+    a copy of one batch's instance in another judged as a duplicate of it."""
+    committer = archive.committer
+    uid, twin_uid = generate_uid(), generate_uid()
+    batch_a = [archive.store.prepare(encoded(uid), ExplicitVRLittleEndian)]
+    batch_b = [
+        archive.store.prepare(encoded(uid), ExplicitVRLittleEndian),  # identical copy of batch A's
+        archive.store.prepare(encoded(twin_uid), ExplicitVRLittleEndian),
+        archive.store.prepare(encoded(twin_uid), ExplicitVRLittleEndian),  # its copy in the same batch
+    ]
+    transactions: list[int] = []
+    real_add = archive.index.add_instances
+
+    def counting_add(records):
+        transactions.append(len(records))
+        return real_add(records)
+
+    archive.index.add_instances = counting_add
+    committer._index([(batch_a, committer._write(batch_a)), (batch_b, committer._write(batch_b))])
+    assert transactions == [3]  # A's instance, B's copy of it, B's first twin
+    assert [p.future.result().result for p in batch_a + batch_b] == [STORED, DUPLICATE, STORED, DUPLICATE]
+    # The copy's blob was written before the transaction found the first; the index keeps the first's.
+    held = archive.index.get_instances([uid, twin_uid])
+    assert batch_b[0].future.result().record.blob_id == held[uid].blob_id == batch_a[0].record.blob_id
+    assert batch_b[0].record.blob_id != held[uid].blob_id
