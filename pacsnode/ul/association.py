@@ -99,9 +99,8 @@ class FastAssociation(asyncio.Protocol):
             # ACK at once: a sender with Nagle's algorithm on (DCMTK as installed) holds
             # its dataset PDU until the command PDU is acknowledged, ~40 ms otherwise.
             self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        self.buf += data
         try:
-            self._drain_pdus()
+            self._drain_pdus(data)
         except pdu.ProtocolError as exc:
             self._abort(f"protocol error: {exc}", exc.reason)
         except Exception:
@@ -150,30 +149,48 @@ class FastAssociation(asyncio.Protocol):
 
     # -- PDUs ----------------------------------------------------------------------------
 
-    def _drain_pdus(self) -> None:
-        while len(self.buf) >= 6:
-            pdu_type, length = pdu.PDU_HEADER.unpack_from(self.buf)
-            if length > 2 * self.ctx.max_pdu + 6:
-                raise pdu.ProtocolError(f"PDU of {length} bytes exceeds the maximum we announced")
-            end = 6 + length
-            if len(self.buf) < end:
-                return
-            if len(self.buf) == end:  # the common case: take the buffer without copying
-                whole, self.buf = self.buf, bytearray()
-            else:
-                whole = self.buf[:end]
-                del self.buf[:end]
-            self._on_pdu(pdu_type, whole)
+    def _drain_pdus(self, data: bytes) -> None:
+        """Hand on every whole PDU: those inside ``data`` as views of it (fragments are kept
+        without copying), one begun in an earlier read completed in ``self.buf``."""
+        view = memoryview(data)
+        while self.buf:
+            take = (6 if len(self.buf) < 6 else self._pdu_length(self.buf)) - len(self.buf)
+            self.buf += view[:take]
+            view = view[take:]
+            if len(self.buf) < 6 or len(self.buf) < self._pdu_length(self.buf):
+                if not view:
+                    return
+                continue
+            whole, self.buf = self.buf, bytearray()
+            self._on_pdu(whole[0], memoryview(whole))
             if self.transport is None or self.transport.is_closing():
                 return
+        pos, end = 0, len(view)
+        while end - pos >= 6:
+            stop = pos + self._pdu_length(view[pos : pos + 6])
+            if stop > end:
+                break
+            self._on_pdu(view[pos], view[pos:stop])
+            if self.transport is None or self.transport.is_closing():
+                return
+            pos = stop
+        if pos < end:
+            self.buf += view[pos:]
 
-    def _on_pdu(self, pdu_type: int, whole: bytearray) -> None:
+    def _pdu_length(self, head) -> int:
+        """The whole length of the PDU that ``head`` (at least 6 bytes) begins."""
+        _, length = pdu.PDU_HEADER.unpack_from(head)
+        if length > 2 * self.ctx.max_pdu + 6:
+            raise pdu.ProtocolError(f"PDU of {length} bytes exceeds the maximum we announced")
+        return 6 + length
+
+    def _on_pdu(self, pdu_type: int, whole: memoryview) -> None:
         if not self.established:
             if pdu_type != pdu.A_ASSOCIATE_RQ:
                 raise pdu.ProtocolError("expected A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
             return self._on_associate(bytes(whole))
         if pdu_type == pdu.P_DATA_TF:
-            for context_id, is_command, last, fragment in pdu.iter_pdvs(memoryview(whole)[6:]):
+            for context_id, is_command, last, fragment in pdu.iter_pdvs(whole[6:]):
                 self._on_pdv(context_id, is_command, last, fragment)
         elif pdu_type == pdu.A_RELEASE_RQ:
             self.queue.put_nowait("release")

@@ -11,6 +11,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
 from pacsnode.ul import commands, pdu
+from pacsnode.ul.association import FastAssociation, FastPathContext
 
 
 def _pdata_pdus(message, context_id: int, max_pdu: int) -> list[bytes]:
@@ -102,3 +103,45 @@ def test_p_data_fragments_decode_in_pynetdicom(size, max_pdu):
 def test_malformed_pdv_items(body):
     with pytest.raises(pdu.ProtocolError):
         list(pdu.iter_pdvs(memoryview(body)))
+
+
+class _Recorder(FastAssociation):
+    """The fast path's framing alone: every whole PDU it hands on, copied as it was then."""
+
+    def __init__(self, max_pdu: int) -> None:
+        super().__init__(FastPathContext(archive=None, supported={}, max_pdu=max_pdu, idle_timeout=60))
+        self.transport = _OpenTransport()
+        self.seen: list[bytes] = []
+
+    def _on_pdu(self, pdu_type: int, whole) -> None:
+        assert whole[0] == pdu_type
+        self.seen.append(bytes(whole))
+
+
+class _OpenTransport:
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_pdus_are_framed_whatever_the_reads(seed):
+    rng = random.Random(seed)
+    pdus = []
+    for _ in range(30):
+        body = rng.randbytes(rng.choice([0, 1, 4, 5, 6, 100, 4090, 20000]))
+        pdus.append(pdu.PDU_HEADER.pack(rng.choice([pdu.P_DATA_TF, pdu.A_RELEASE_RQ]), len(body)) + body)
+    stream = b"".join(pdus)
+    framer = _Recorder(max_pdu=16384)
+    pos = 0
+    while pos < len(stream):  # reads of 1 byte to several PDUs, cutting headers and bodies anywhere
+        size = rng.choice([1, 2, 5, 6, 7, rng.randrange(1, 70000)])
+        framer._drain_pdus(stream[pos : pos + size])
+        pos += size
+    assert framer.seen == pdus
+    assert not framer.buf
+
+
+def test_oversized_pdu_is_refused_before_it_arrives():
+    framer = _Recorder(max_pdu=1000)
+    with pytest.raises(pdu.ProtocolError):
+        framer._drain_pdus(pdu.PDU_HEADER.pack(pdu.P_DATA_TF, 5000))
