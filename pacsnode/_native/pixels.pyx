@@ -410,7 +410,24 @@ cdef Py_ssize_t _segment_read(Segment* g, uint8_t* dst, Py_ssize_t want) noexcep
     cdef uint8_t value = g.value, header
     while got < want:
         if left == 0:
-            if pos >= n:
+            # Whole runs while any run (at most 128 bytes after its header) fits in both what is
+            # left of the segment and of dst: each is copied or set as a constant 128 bytes, a
+            # few vector moves where an exact length costs a call and mispredicted branches;
+            # the next runs overwrite the excess.
+            while want - got >= 128 and n - pos > 128:
+                header = src[pos]
+                if header < 128:
+                    memcpy(dst + got, src + pos + 1, 128)
+                    got += header + 1
+                    pos += header + 2
+                elif header > 128:
+                    memset(dst + got, src[pos + 1], 128)
+                    got += 257 - header
+                    pos += 2
+                else:
+                    pos += 1
+            # Near either end: one run at a time, exactly.
+            if got == want or pos >= n:
                 break
             header = src[pos]
             pos += 1
@@ -457,16 +474,19 @@ cdef void _interleave(const uint8_t* planes, Py_ssize_t stride, uint8_t* out, Py
     cdef uint64_t* o64 = <uint64_t*>out
     cdef uint64_t v
     cdef int k
+    cdef uint8_t high, low
     if bps == 2:
-        if shift == 0:
-            for i in range(count):
-                o16[i] = <uint16_t>((b0[i] << 8) | b1[i])
-        elif signed:
+        if signed and shift:
             for i in range(count):
                 o16[i] = <uint16_t>(<int16_t>(((b0[i] << 8) | b1[i]) << shift) >> shift)
         else:
+            # Clearing unused high bits is a mask on each byte, so the bytes interleave as they
+            # are: two unpacks per 16 pixels, where building 16-bit words widens, shifts and ors.
+            high = (0xFFFF >> shift) >> 8
+            low = (0xFFFF >> shift) & 0xFF
             for i in range(count):
-                o16[i] = <uint16_t>((b0[i] << 8) | b1[i]) & (0xFFFF >> shift)
+                out[2 * i] = b1[i] & low
+                out[2 * i + 1] = b0[i] & high
         return
     if bps == 4:
         for i in range(count):
