@@ -53,9 +53,14 @@ def ingest_tables(res: dict, corpora: dict) -> list[str]:
                          and x["assoc"] == s["assoc"]), None)
             ratio = "–" if s["receiver"] == "pacsnode" or not ours else _ratio(
                 ours["inst_per_s"] and ours["inst_per_s"]["median"], s["inst_per_s"] and s["inst_per_s"]["median"])
+            rss = "–" if s["receiver"] == "durable ceiling" else _med(s["peak_rss_MB"], 0, False)
             rows.append([s["receiver"], str(s["assoc"]), _med(s["inst_per_s"]), _med(s["MB_per_s"], 1, False),
-                         _med(s["peak_rss_MB"], 0, False), ratio])
+                         rss, ratio])
         out += _table(["receiver", "assoc", "instances/s", "MB/s", "peak RSS MB", "pacsnode ÷ this"], rows)
+        if kind == summary[-1]["kind"] and any(s["receiver"] == "durable ceiling" for s in summary):
+            out.append("\n\"durable ceiling\": no DICOM, the same bytes appended by 2 processes x 2 threads, each "
+                       "append fdatasync'd before the next (`bench/disk.py`): the most any receiver that flushes "
+                       "every instance before acknowledging it could reach on this disk.")
         out.append("")
     return out
 

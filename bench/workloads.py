@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from bench import clients, corpus, procstat
+from bench import clients, corpus, disk, procstat
 from bench.servers import DcmQrScp, Orthanc, PacsNode, PyNetDicomScp, Server, StoreScp, pacsnode_has
 from bench.wirefind import WireFind
 
@@ -111,7 +111,8 @@ def make_receiver(name: str, ctx: Context, workdir: Path, remotes: dict[str, int
 
 def ingest(ctx: Context, receivers: list[str], corpora: dict[str, dict], assocs: list[int]) -> dict:
     """Rounds of every (corpus, associations, receiver), receivers interleaved inside a round
-    so that the machine's drift (other users) hits them alike."""
+    so that the machine's drift (other users) hits them alike; with 4 associations, each round
+    also measures the disk's durable-write ceiling for the corpus (bench/disk.py)."""
     runs = []
     for rnd in range(1, ctx.rounds + 1):
         for kind, manifest in corpora.items():
@@ -120,17 +121,24 @@ def ingest(ctx: Context, receivers: list[str], corpora: dict[str, dict], assocs:
                     rec = guarded(ctx, f"ingest {name}-{kind}-a{nassoc}-r{rnd}", ingest_once,
                                   ctx, name, manifest, nassoc, rnd)
                     runs.append({"receiver": name, "kind": kind, "assoc": nassoc, "round": rnd, "ok": False, **rec})
+            if 4 not in assocs:
+                continue
+            ceiling = disk.durable_ceiling(ctx.work / "disk", manifest["n_instances"],
+                                           manifest["bytes"] // manifest["n_instances"])
+            ctx.log(f"durable append ceiling {kind}-r{rnd}: {ceiling['inst_per_s']:.0f} inst/s, "
+                    f"{ceiling['MB_per_s']:.0f} MB/s")
+            runs.append({"receiver": "durable ceiling", "kind": kind, "assoc": 4, "round": rnd, **ceiling})
     summary = []
     for kind in corpora:
         for nassoc in assocs:
-            for name in receivers:
+            for name in receivers + (["durable ceiling"] if nassoc == 4 else []):
                 mine = [r for r in runs if (r["receiver"], r["kind"], r["assoc"]) == (name, kind, nassoc)]
                 good = [r for r in mine if r["ok"]]
                 summary.append({
                     "receiver": name, "kind": kind, "assoc": nassoc,
                     "inst_per_s": summarize(r["inst_per_s"] for r in good),
                     "MB_per_s": summarize(r["MB_per_s"] for r in good),
-                    "peak_rss_MB": summarize(r["peak_rss_MB"] for r in good),
+                    "peak_rss_MB": summarize(r["peak_rss_MB"] for r in good if "peak_rss_MB" in r),
                     "ok_runs": len(good), "failed_runs": len(mine) - len(good),
                 })
     return {"runs": runs, "summary": summary}
