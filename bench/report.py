@@ -114,14 +114,18 @@ def retrieve_table(archives: list[dict]) -> list[str]:
             continue
         rows = []
         for a in archives:
+            if "instances" not in a and not (a.get(move) or a.get(get)):
+                continue  # a measurement of the other table only
             cells = [a["archive"]]
+            measured = [op for op in (move, get) if "instances" in a or a.get(op)]  # else "–", not "failed"
             for op in (move, get):
                 r = a.get(op) or {}
-                cells += [_med(r.get("inst_per_s")), _med(r.get("MB_per_s"), 1, False)]
+                cells += [_med(r.get("inst_per_s")), _med(r.get("MB_per_s"), 1, False)] if op in measured else ["–", "–"]
             for op in (move, get):
                 mine = ours and (ours.get(op) or {}).get("inst_per_s")
                 theirs = (a.get(op) or {}).get("inst_per_s")
-                cells.append("–" if a is ours else _ratio(mine and mine["median"], theirs and theirs["median"]))
+                skip = a is ours or op not in measured
+                cells.append("–" if skip else _ratio(mine and mine["median"], theirs and theirs["median"]))
             rows.append(cells)
         out += [f"**C-MOVE** (movescu) **and C-GET** (getscu) of one {n}-instance CT study, {receivers} "
                 "(median of timed runs [min–max], wall time of the DCMTK client)\n"]
@@ -153,7 +157,7 @@ def render(results: dict) -> str:
     if results.get("ingest"):
         out += ingest_tables(results["ingest"], corpora)
     qr = results.get("query_retrieve") or []
-    find = qr + (results.get("find_archives") or [])
+    find = [a for a in qr if "instances" in a] + (results.get("find_archives") or [])
     if find:
         out += find_table(find)
     if qr:

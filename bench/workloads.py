@@ -298,6 +298,26 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str)
             "failed_runs": sum(not r["ok"] for r in runs if not r["warmup"])}
 
 
+def sender_ceiling(ctx: Context, manifest: dict, null: StoreScp) -> dict:
+    """The same study sent by storescu from its files over one association to the discarding
+    storescp, timed like movescu (process start included): about the most a C-MOVE into that
+    receiver can show here, whoever sends."""
+    runs = []
+    for k in range(ctx.rounds + 1):
+        study = manifest["studies"][k % len(manifest["studies"])]
+        settle(min(ctx.settle, 1.0))
+        wall, codes = clients.run_storescu(null.aet, null.port, [[os.path.join(manifest["root"], study["dir"])]],
+                                           ctx.logs, f"ceiling-{k}")
+        ok = codes == [0]
+        runs.append({"warmup": k == 0, "wall_s": wall, "inst_per_s": study["n"] / wall,
+                     "MB_per_s": study["bytes"] / wall / MB, "ok": ok})
+        ctx.log(f"sender ceiling (storescu to storescp --ignore){' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
+                f"{study['n'] / wall:.0f} inst/s{'' if ok else ' FAILED'}")
+    good = [r for r in runs if r["ok"] and not r["warmup"]]
+    return {"runs": runs, "instances": manifest["studies"][0]["n"], "inst_per_s": summarize(r["inst_per_s"] for r in good),
+            "MB_per_s": summarize(r["MB_per_s"] for r in good), "ok_runs": len(good)}
+
+
 def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -> list[dict]:
     """Per archive, on the CT corpus: load it, C-FIND, C-MOVE to a storescp, C-GET by getscu;
     then both again with receivers that discard what they get (the sender's own speed)."""
@@ -310,6 +330,7 @@ def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -
             res = {"archive": name, "instances": ct["n_instances"], "studies": len(ct["studies"]), "corpus": "ct"}
             res.update(guarded(ctx, f"query/retrieve on {name}", _query_retrieve_one, ctx, name, ct, queries, dest, null))
             out.append(res)
+        out.append({"archive": "storescu (sender ceiling)", "move_discard": sender_ceiling(ctx, ct, null)})
     finally:
         dest.stop(clean=True)
         null.stop(clean=True)
