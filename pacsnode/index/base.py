@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pacsnode.dicom.matching import Matcher
 
@@ -51,8 +51,15 @@ class Index(ABC):
         (duplicate detection, storage commitment: the archive holds them)."""
 
     @abstractmethod
-    def add_instances(self, records: list[InstanceRecord]) -> list[AddResult]:
-        """Add all in one durable transaction; a UID already indexed changes nothing."""
+    def add_instances(
+        self, records: list[InstanceRecord], late: Callable[[], list[InstanceRecord]] | None = None
+    ) -> list[AddResult]:
+        """Add all in one durable transaction; a UID already indexed changes nothing.
+
+        ``late``, when given, is called once the transaction holds the write lock and returns
+        more records for it (those that arrived while another writer committed); the results
+        cover ``records`` then those, in order.
+        """
 
     def add_instance(self, record: InstanceRecord) -> AddResult:
         return self.add_instances([record])[0]

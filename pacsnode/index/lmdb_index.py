@@ -97,11 +97,15 @@ class LmdbIndex(Index):
 
     # -- writes -------------------------------------------------------------------------
 
-    def add_instances(self, records: list[InstanceRecord]) -> list[AddResult]:
+    def add_instances(
+        self, records: list[InstanceRecord], late: Callable[[], list[InstanceRecord]] | None = None
+    ) -> list[AddResult]:
         if not records:
             return []
         try:
             with self.env.begin(write=True) as txn:
+                if late is not None:
+                    records = records + late()
                 results = []
                 for record in records:
                     raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])

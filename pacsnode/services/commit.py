@@ -3,9 +3,10 @@
 Every instance that arrives while a batch is being written joins the next batch: its
 blob is appended to the segment with the others (one fdatasync, the writer thread), then
 its index entry is committed in one LMDB transaction (the indexer thread), shared by every
-batch written while the previous transaction committed. Each submitter's Future resolves
-only after both; the next batch's blobs are written while the previous batch's index
-transaction commits, so the two flushes overlap across batches.
+batch written until that transaction holds the index's write lock; the workers' indexers
+take that lock in turn, so one worker's batches gather while another's commit. Each
+submitter's Future resolves only after both stages; the next batch's blobs are written
+while the previous batch's index transaction commits, so the two flushes overlap.
 """
 from __future__ import annotations
 
@@ -73,27 +74,33 @@ class GroupCommitter:
                 return
 
     def _run_indexer(self) -> None:
-        while True:
+        stopping = False
+        while not stopping:
             job = self._indexing.get()
             if job is _STOP:
                 return
-            jobs, stop = [job], False
-            # The index commit is the slower stage (two flushes): batches written meanwhile share it.
-            while not stop:
-                try:
-                    job = self._indexing.get_nowait()
-                except queue.Empty:
-                    break
-                if job is _STOP:
-                    stop = True
-                else:
-                    jobs.append(job)
+            jobs = [job]
+
+            def late() -> list:
+                # Called once the transaction holds the write lock: what was written while
+                # another worker committed joins it.
+                nonlocal stopping
+                first = len(jobs)
+                while not stopping:
+                    try:
+                        more = self._indexing.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stopping = True
+                    else:
+                        jobs.append(more)
+                return [item.record for _, (written, _) in jobs[first:] for item in written]
+
             try:
-                self._index(jobs)
+                self._index(jobs, late)
             except BaseException as exc:
                 _fail([item for batch, _ in jobs for item in batch], exc)
-            if stop:
-                return
 
     def _commit(self, batch: list[PendingInstance]) -> None:
         """Both stages for one batch, in the caller's thread."""
@@ -117,10 +124,11 @@ class GroupCommitter:
         self._write_blobs(fresh)
         return fresh, first_in_batch
 
-    def _index(self, jobs: list[tuple[list[PendingInstance], tuple]]) -> None:
-        """One index transaction for the written batches ``(batch, (fresh, first_in_batch))``."""
+    def _index(self, jobs: list[tuple[list[PendingInstance], tuple]], late=None) -> None:
+        """One index transaction for the written batches ``(batch, (fresh, first_in_batch))``;
+        ``late`` appends to ``jobs`` the batches that join it once it holds the write lock."""
+        results = self.index.add_instances([item.record for _, (written, _) in jobs for item in written], late)
         fresh = [item for _, (written, _) in jobs for item in written]
-        results = self.index.add_instances([p.record for p in fresh])
         for item, added in zip(fresh, results):
             if added.added:
                 item.future.set_result(StoreOutcome(STORED, item.record))

@@ -97,8 +97,8 @@ def test_replace_never_moves_an_instance(archive):
 
 
 def test_written_batches_share_one_index_transaction(archive):
-    """Batches queued behind a slow index commit go into the next transaction together, with
-    a copy of one batch's instance in another judged as a duplicate of it."""
+    """Batches written while a transaction waited for the index's write lock join it, with a
+    copy of one batch's instance in another judged as a duplicate of it."""
     committer = archive.committer
     uid, twin_uid = generate_uid(), generate_uid()
     batch_a = [archive.store.prepare(encoded(uid), ExplicitVRLittleEndian)]
@@ -110,12 +110,16 @@ def test_written_batches_share_one_index_transaction(archive):
     transactions: list[int] = []
     real_add = archive.index.add_instances
 
-    def counting_add(records):
-        transactions.append(len(records))
-        return real_add(records)
+    def counting_add(records, late=None):
+        results = real_add(records, late)
+        transactions.append(len(results))
+        return results
 
     archive.index.add_instances = counting_add
-    committer._index([(batch_a, committer._write(batch_a)), (batch_b, committer._write(batch_b))])
+    written_b = committer._write(batch_b)
+    jobs = [(batch_a, committer._write(batch_a))]
+    # Batch B was written while A waited for the write lock: it joins A's transaction.
+    committer._index(jobs, lambda: jobs.append((batch_b, written_b)) or [p.record for p in written_b[0]])
     assert transactions == [3]  # A's instance, B's copy of it, B's first twin
     assert [p.future.result().result for p in batch_a + batch_b] == [STORED, DUPLICATE, STORED, DUPLICATE]
     # The copy's blob was written before the transaction found the first; the index keeps the first's.
