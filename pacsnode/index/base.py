@@ -27,6 +27,9 @@ class InstanceRecord:
     # {"outcome": "quarantined", ...}. A quarantined instance is held but kept out of the
     # patient/study/series hierarchy (C-FIND, C-MOVE, C-GET) until it is resolved.
     identity: dict | None = None
+    # Part 10 bytes the index keeps itself, written in the transaction that indexes the
+    # instance (small instances: one durable commit instead of a segment flush and a commit).
+    inline: bytes | None = field(default=None, repr=False)
 
     @property
     def quarantined(self) -> bool:
@@ -41,6 +44,10 @@ class AddResult:
 
 
 class Index(ABC):
+    def keeps_inline(self, size: int) -> bool:
+        """Whether this index would keep a blob of ``size`` bytes itself (``InstanceRecord.inline``)."""
+        return False
+
     @abstractmethod
     def get_instance(self, sop_instance_uid: str, include_quarantined: bool = False) -> InstanceRecord | None:
         """The instance, if the archive makes it available (a quarantined one only on request)."""

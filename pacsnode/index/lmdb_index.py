@@ -2,6 +2,7 @@
 
 Tables (one environment, opened after fork in each process):
   patients, studies, series, instances   key -> msgpack record
+  blobs                                  inline blob id -> Part 10 bytes of a small instance
   c_patient, c_study, c_series           parent key -> child keys (dupsort)
   ix_pname, ix_sdate, ix_acc, ix_mod     attribute value -> entity key (dupsort)
   quarantine                             study key -> quarantined instance keys (dupsort)
@@ -15,6 +16,7 @@ retrieval never see it. Other modules keep their tables in the same environment
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -27,12 +29,13 @@ from pacsnode.dicom.attributes import LEVEL_ATTRIBUTES, UNIQUE_KEYS
 from pacsnode.dicom.matching import Matcher, _pn_forms
 from pacsnode.errors import OutOfResourcesError
 from pacsnode.index.base import AddResult, Index, InstanceRecord
+from pacsnode.storage.inline import INLINE_LIMIT
 
 LOGGER = logging.getLogger(__name__)
 
 _LEVEL_DB = {"PATIENT": "patients", "STUDY": "studies", "SERIES": "series", "IMAGE": "instances"}
 _CHILDREN = {"PATIENT": "c_patient", "STUDY": "c_study", "SERIES": "c_series"}
-_PLAIN = ("patients", "studies", "series", "instances")
+_PLAIN = ("patients", "studies", "series", "instances", "blobs")
 _DUPSORT = ("c_patient", "c_study", "c_series", "ix_pname", "ix_sdate", "ix_acc", "ix_mod", "quarantine")
 # Named databases other modules may open in this environment (orders, reconciliation, ...).
 _EXTRA_DBS = 24
@@ -77,7 +80,7 @@ class LmdbIndex(Index):
             map_size=map_size,
             max_dbs=len(_PLAIN) + len(_DUPSORT) + _EXTRA_DBS,
             sync=True,
-            metasync=True,
+            metasync=False,  # see write(): the meta page is flushed outside the write lock
             readahead=False,
             max_readers=512,
         )
@@ -95,6 +98,49 @@ class LmdbIndex(Index):
     def close(self) -> None:
         self.env.close()
 
+    @contextlib.contextmanager
+    def write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction, durable once the block has exited without an exception.
+
+        The commit flushes the data pages while it holds the environment's write lock (the
+        meta page is written, not flushed: metasync off); the flush that makes the meta page
+        durable runs after the lock is released, so that other writers (the other workers)
+        commit meanwhile. The caller acknowledges nothing before this returns.
+        """
+        try:
+            with self.env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError as exc:
+            raise OutOfResourcesError("index full: raise index_map_size") from exc
+        self._flush()
+
+    def _flush(self) -> None:
+        self.env.sync(True)
+
+    # -- small instances' bytes -----------------------------------------------------------
+
+    def keeps_inline(self, size: int) -> bool:
+        # Half the map stays for the index itself: past that, small instances go to segments.
+        if size > INLINE_LIMIT:
+            return False
+        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+        return used < self.env.info()["map_size"] // 2
+
+    def read_blob(self, blob_id: str) -> bytes:
+        with self.env.begin() as txn:
+            raw = txn.get(blob_id.encode(), db=self.db["blobs"])
+        if raw is None:
+            raise FileNotFoundError(f"no inline blob {blob_id}")
+        return raw
+
+    def delete_blob(self, blob_id: str) -> None:
+        with self.write() as txn:
+            txn.delete(blob_id.encode(), db=self.db["blobs"])
+
+    def _put_inline(self, txn: lmdb.Transaction, rec: InstanceRecord) -> None:
+        if rec.inline is not None:
+            txn.put(rec.blob_id.encode(), rec.inline, db=self.db["blobs"])
+
     # -- writes -------------------------------------------------------------------------
 
     def add_instances(
@@ -102,46 +148,42 @@ class LmdbIndex(Index):
     ) -> list[AddResult]:
         if not records:
             return []
-        try:
-            with self.env.begin(write=True) as txn:
-                if late is not None:
-                    records = records + late()
-                results = []
-                for record in records:
-                    raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])
-                    if raw is not None:
-                        results.append(AddResult(False, self._instance(record.sop_instance_uid, _unpack(raw))))
-                    elif record.quarantined:
+        with self.write() as txn:
+            if late is not None:
+                records = records + late()
+            results = []
+            for record in records:
+                raw = txn.get(_k(record.sop_instance_uid), db=self.db["instances"])
+                if raw is not None:
+                    results.append(AddResult(False, self._instance(record.sop_instance_uid, _unpack(raw))))
+                else:
+                    self._put_inline(txn, record)
+                    if record.quarantined:
                         self._put_quarantined(txn, record)
-                        results.append(AddResult(True))
                     else:
                         self._add(txn, record)
-                        results.append(AddResult(True))
-                if self.after_add is not None:
-                    self.after_add(txn, [r for r, res in zip(records, results) if res.added])
-                return results
-        except lmdb.MapFullError as exc:
-            raise OutOfResourcesError("index full: raise index_map_size") from exc
+                    results.append(AddResult(True))
+            if self.after_add is not None:
+                self.after_add(txn, [r for r, res in zip(records, results) if res.added])
+            return results
 
     def replace_instance(self, record: InstanceRecord) -> InstanceRecord:
-        try:
-            with self.env.begin(write=True) as txn:
-                key = _k(record.sop_instance_uid)
-                old = _unpack(txn.get(key, db=self.db["instances"]))
-                new = dict(old)
-                new.update(
-                    a=_level_attrs(record.attrs, "IMAGE"),
-                    cls=record.sop_class_uid,
-                    ts=record.transfer_syntax,
-                    blob=record.blob_id,
-                    size=record.size,
-                    sha=record.sha256,
-                    t=record.stored_at or time.time(),
-                )
-                txn.put(key, _pack(new), db=self.db["instances"])
-                return self._instance(record.sop_instance_uid, old)
-        except lmdb.MapFullError as exc:
-            raise OutOfResourcesError("index full: raise index_map_size") from exc
+        with self.write() as txn:
+            key = _k(record.sop_instance_uid)
+            old = _unpack(txn.get(key, db=self.db["instances"]))
+            new = dict(old)
+            new.update(
+                a=_level_attrs(record.attrs, "IMAGE"),
+                cls=record.sop_class_uid,
+                ts=record.transfer_syntax,
+                blob=record.blob_id,
+                size=record.size,
+                sha=record.sha256,
+                t=record.stored_at or time.time(),
+            )
+            txn.put(key, _pack(new), db=self.db["instances"])
+            self._put_inline(txn, record)
+            return self._instance(record.sop_instance_uid, old)
 
     def _add(self, txn: lmdb.Transaction, rec: InstanceRecord) -> None:
         db = self.db
@@ -261,21 +303,18 @@ class LmdbIndex(Index):
     ) -> None:
         """One durable transaction: take these SOP Instance UIDs out, then index these
         records (quarantined ones apart), then ``also(txn)`` (e.g. an audit entry)."""
-        try:
-            with self.env.begin(write=True) as txn:
-                for uid in removed:
-                    self._remove(txn, uid)
-                for record in added:
-                    if self._get(txn, "instances", _k(record.sop_instance_uid)) is not None:
-                        self._remove(txn, record.sop_instance_uid)
-                    if record.quarantined:
-                        self._put_quarantined(txn, record)
-                    else:
-                        self._add(txn, record)
-                if also is not None:
-                    also(txn)
-        except lmdb.MapFullError as exc:
-            raise OutOfResourcesError("index full: raise index_map_size") from exc
+        with self.write() as txn:
+            for uid in removed:
+                self._remove(txn, uid)
+            for record in added:
+                if self._get(txn, "instances", _k(record.sop_instance_uid)) is not None:
+                    self._remove(txn, record.sop_instance_uid)
+                if record.quarantined:
+                    self._put_quarantined(txn, record)
+                else:
+                    self._add(txn, record)
+            if also is not None:
+                also(txn)
 
     def quarantined(self, study_uid: str) -> list[InstanceRecord]:
         """The quarantined instances filed under this Study Instance UID."""

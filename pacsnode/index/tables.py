@@ -24,7 +24,6 @@ from typing import Iterator
 import lmdb
 import msgpack
 
-from pacsnode.errors import OutOfResourcesError
 from pacsnode.index.lmdb_index import LmdbIndex
 
 TABLES = (
@@ -91,11 +90,9 @@ class WorkflowTables:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Tx]:
-        try:
-            with self.env.begin(write=True) as txn:
-                yield Tx(txn, self.dbs)
-        except lmdb.MapFullError as exc:
-            raise OutOfResourcesError("index full: raise index_map_size") from exc
+        """Durable once the block has exited (LmdbIndex.write)."""
+        with self.index.write() as txn:
+            yield Tx(txn, self.dbs)
 
 
 def item_key(n: int) -> str:

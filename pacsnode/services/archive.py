@@ -33,7 +33,7 @@ class Archive:
         """Open the archive under ``config.data`` (call after fork: LMDB handles do not survive it)."""
         config.data.mkdir(parents=True, exist_ok=True)
         index = LmdbIndex(config.data / "index", map_size=config.index_map_size)
-        blobs = LocalBlobStore(config.data / "blobs")
+        blobs = LocalBlobStore(config.data / "blobs", inline=index)
         committer = GroupCommitter(index, blobs, config.duplicate_policy)
         tables = WorkflowTables(index)
         index.after_add = workflow_hook(tables, config)

@@ -19,6 +19,7 @@ from pacsnode.errors import DuplicateInstanceError
 from pacsnode.index.base import Index
 from pacsnode.services.store import DUPLICATE, REPLACED, STORED, PendingInstance, StoreOutcome
 from pacsnode.storage.base import BlobStore
+from pacsnode.storage.inline import new_inline_id
 
 LOGGER = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ class GroupCommitter:
             if added.added:
                 item.future.set_result(StoreOutcome(STORED, item.record))
             else:  # stored meanwhile: by another process, an earlier batch or one in this transaction
-                self.blobs.delete(item.record.blob_id)
+                if item.record.inline is None:  # an inline blob was never written
+                    self.blobs.delete(item.record.blob_id)
                 self._resolve_duplicate(item, added.existing)
         for batch, (_, first_in_batch) in jobs:
             for item in batch:
@@ -145,8 +147,17 @@ class GroupCommitter:
                         item.future.set_result(StoreOutcome(DUPLICATE, first.result().record))
 
     def _write_blobs(self, items: list[PendingInstance]) -> None:
-        in_memory = [p for p in items if p.chunks is not None]
-        for item, blob_id in zip(in_memory, self.blobs.put_many([p.chunks for p in in_memory])):
+        to_segments = []
+        for item in items:
+            if item.chunks is None:
+                continue
+            if self.index.keeps_inline(sum(len(c) for c in item.chunks)):
+                # Written by the index transaction itself: no segment flush for this one.
+                item.record.inline = b"".join(item.chunks)
+                item.record.blob_id = new_inline_id()
+            else:
+                to_segments.append(item)
+        for item, blob_id in zip(to_segments, self.blobs.put_many([p.chunks for p in to_segments])):
             item.record.blob_id = blob_id
         for item in items:
             if item.spooled is not None:

@@ -1,6 +1,7 @@
 """Blobs on the local disk: small ones appended to segments, large ones as files of their own.
 
-Layout under the root: ``segments/<id>.seg`` and ``files/ab/cd/<id>`` (a 32-hex id).
+Layout under the root: ``segments/<id>.seg`` and ``files/ab/cd/<id>`` (a 32-hex id). Blobs the
+index keeps itself (``inline:`` ids, see storage.inline) are read and deleted through it.
 """
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import uuid
 from pathlib import Path
 
 from pacsnode.storage.base import BlobStore
+from pacsnode.storage.inline import InlineBlobs, is_inline
 from pacsnode.storage.segments import SegmentWriter, parse_segment_id, read_segment_blob
 
 _FILE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 class LocalBlobStore(BlobStore):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, inline: InlineBlobs | None = None) -> None:
         self.root = Path(root)
+        self.inline = inline
         self.segments = self.root / "segments"
         self.files = self.root / "files"
         self.incoming = self.root / "incoming"
@@ -50,17 +53,23 @@ class LocalBlobStore(BlobStore):
     def read(self, blob_id: str) -> bytes:
         if parse_segment_id(blob_id):
             return read_segment_blob(self.segments, blob_id)
+        if is_inline(blob_id) and self.inline is not None:
+            return self.inline.read_blob(blob_id)
         return self.local_path(blob_id).read_bytes()
 
     def local_path(self, blob_id: str) -> Path | None:
         if _FILE_ID.match(blob_id):
             return self._file_path(blob_id)
-        if parse_segment_id(blob_id):
+        if parse_segment_id(blob_id) or is_inline(blob_id):
             return None
         raise ValueError(f"invalid blob id {blob_id!r}")
 
     def delete(self, blob_id: str) -> None:
         # Segment space is reclaimed by compaction (not yet written), never in place.
+        if is_inline(blob_id):
+            if self.inline is not None:
+                self.inline.delete_blob(blob_id)
+            return
         path = self.local_path(blob_id)
         if path is not None:
             path.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import lmdb
 from pydicom import Dataset, dcmread
 from pydicom.filereader import read_dataset, read_preamble
 from pynetdicom import AE
@@ -138,7 +139,7 @@ def stored_archive(node: Node) -> Iterator[StoredArchive]:
     """Open what the node stored; the node must be stopped (one writer per data folder)."""
     assert node.proc is None, "stop the node before opening its data"
     index = LmdbIndex(node.data / "index", map_size=1 << 30)
-    blobs = LocalBlobStore(node.data / "blobs")
+    blobs = LocalBlobStore(node.data / "blobs", inline=index)
     try:
         yield StoredArchive(index, blobs)
     finally:
@@ -147,10 +148,23 @@ def stored_archive(node: Node) -> Iterator[StoredArchive]:
 
 
 def blob_snapshot(node: Node) -> dict[str, int]:
-    """Every file under the data folder's blobs/ with its size: equal snapshots mean
-    nothing was written there."""
+    """Every file under the data folder's blobs/ and every blob the index keeps itself (small
+    instances), with their sizes: equal snapshots mean no instance's bytes were written."""
     root = node.data / "blobs"
-    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    snapshot = {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+    if not (node.data / "index" / "data.mdb").exists():
+        return snapshot
+    env = lmdb.open(str(node.data / "index"), readonly=True, max_dbs=64)
+    try:
+        with env.begin() as txn:
+            try:
+                inline = env.open_db(b"blobs", txn=txn, create=False)
+            except lmdb.NotFoundError:
+                return snapshot
+            snapshot.update((key.decode(), len(value)) for key, value in txn.cursor(db=inline))
+    finally:
+        env.close()
+    return snapshot
 
 
 # -- storescu ----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pacsnode.config import NodeConfig
 from pacsnode.dimse.commitment import STORAGE_COMMITMENT_INSTANCE, STORAGE_COMMITMENT_PUSH, event_information
 from pacsnode.services.archive import Archive
 from pacsnode.services.commitment import CLASS_INSTANCE_CONFLICT, NO_SUCH_OBJECT_INSTANCE, PROCESSING_FAILURE, verify
+from pacsnode.storage.inline import is_inline
 from pacsnode.storage.segments import parse_segment_id
 from tests.platform.dicomfiles import SECONDARY_CAPTURE, encoded, instance
 
@@ -30,6 +31,13 @@ def archive(tmp_path):
 def _corrupt(archive: Archive, sop_uid: str) -> None:
     """Flip the last byte of a stored blob in place (what a failing disk might do)."""
     record = archive.index.get_instance(sop_uid)
+    if is_inline(record.blob_id):  # a small instance: its bytes live in the index
+        key, table = record.blob_id.encode(), archive.index.db["blobs"]
+        with archive.index.env.begin(write=True) as txn:
+            raw = bytearray(txn.get(key, db=table))
+            raw[-1] ^= 0xFF
+            txn.put(key, bytes(raw), db=table)
+        return
     name, offset, length = parse_segment_id(record.blob_id)
     path = archive.blobs.segments / f"{name}.seg"
     with open(path, "r+b") as fh:
@@ -39,10 +47,11 @@ def _corrupt(archive: Archive, sop_uid: str) -> None:
         fh.write(bytes([byte[0] ^ 0xFF]))
 
 
-def test_verify_commits_intact_instances_only(archive):
+@pytest.mark.parametrize("pixel_bytes", [16, 80_000], ids=["inline", "segment"])
+def test_verify_commits_intact_instances_only(archive, pixel_bytes):
     uids = [generate_uid() for _ in range(4)]
     for uid in uids:
-        archive.store.store(encoded(instance(uid)), ExplicitVRLittleEndian)
+        archive.store.store(encoded(instance(uid, pixels=b"\x03" * pixel_bytes)), ExplicitVRLittleEndian)
     _corrupt(archive, uids[3])
     unknown = generate_uid()
     refs = [(SECONDARY_CAPTURE, u) for u in uids[:2]] + [(CT, uids[2]), (SECONDARY_CAPTURE, uids[3]), (SECONDARY_CAPTURE, unknown)]

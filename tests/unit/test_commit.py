@@ -13,6 +13,7 @@ from pacsnode.config import NodeConfig
 from pacsnode.errors import DuplicateInstanceError
 from pacsnode.services.archive import Archive
 from pacsnode.services.store import DUPLICATE, STORED
+from pacsnode.storage.inline import is_inline
 
 
 def encoded(sop_uid: str, study: str = "1.2.3", series: str = "1.2.3.4", pixel: bytes = b"\x01" * 64) -> bytes:
@@ -38,22 +39,27 @@ def archive(tmp_path):
     archive.close()
 
 
-def test_concurrent_stores_are_batched_and_durable(tmp_path):
+@pytest.mark.parametrize("pixel_bytes,kept", [(64, "inline"), (80_000, "segment")])
+def test_concurrent_stores_are_batched_and_durable(tmp_path, pixel_bytes, kept):
+    """Small instances go into the index transaction itself, larger ones into segments; either
+    way concurrent stores share commits and everything acknowledged survives a reopen."""
     archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
     uids = [generate_uid() for _ in range(200)]
-    batches: list[int] = []
-    real_put_many = archive.blobs.put_many
+    pixel = b"\x01" * pixel_bytes
+    transactions: list[int] = []
+    real_add = archive.index.add_instances
 
-    def counting_put_many(blobs):
-        batches.append(len(blobs))
-        return real_put_many(blobs)
+    def counting_add(records, late=None):
+        results = real_add(records, late)
+        transactions.append(len(results))
+        return results
 
-    archive.blobs.put_many = counting_put_many
+    archive.index.add_instances = counting_add
     results: list[str] = []
 
     def send(chunk: list[str]) -> None:
         for uid in chunk:
-            results.append(archive.store.store(encoded(uid), ExplicitVRLittleEndian).result)
+            results.append(archive.store.store(encoded(uid, pixel=pixel), ExplicitVRLittleEndian).result)
 
     threads = [threading.Thread(target=send, args=(uids[i::8],)) for i in range(8)]
     for t in threads:
@@ -61,18 +67,46 @@ def test_concurrent_stores_are_batched_and_durable(tmp_path):
     for t in threads:
         t.join()
     assert results.count(STORED) == 200
-    assert sum(batches) == 200
-    assert max(batches) > 1, "concurrent stores never shared a commit"
+    assert sum(transactions) == 200
+    assert max(transactions) > 1, "concurrent stores never shared a commit"
     archive.close()
 
     reopened = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
     try:
         held = reopened.index.get_instances(uids)
         assert set(held) == set(uids)
+        assert all(is_inline(r.blob_id) == (kept == "inline") for r in held.values())
         for uid in uids[:20]:
-            assert reopened.blobs.read(held[uid].blob_id).endswith(encoded(uid))
+            assert reopened.blobs.read(held[uid].blob_id).endswith(encoded(uid, pixel=pixel))
     finally:
         reopened.close()
+
+
+def test_inline_blobs_follow_their_instance(archive):
+    """An inline blob is written with its index entry, read back through the blob store,
+    refused twice without a second copy, and deleted through the store."""
+    uid = generate_uid()
+    stored = archive.store.store(encoded(uid), ExplicitVRLittleEndian).record
+    assert is_inline(stored.blob_id) and archive.blobs.local_path(stored.blob_id) is None
+    assert archive.blobs.read(stored.blob_id).endswith(encoded(uid))
+    again = archive.store.store(encoded(uid), ExplicitVRLittleEndian)
+    assert again.result == DUPLICATE and again.record.blob_id == stored.blob_id
+    archive.blobs.delete(stored.blob_id)
+    with pytest.raises(FileNotFoundError):
+        archive.blobs.read(stored.blob_id)
+
+
+def test_index_past_half_full_sends_small_instances_to_segments(tmp_path):
+    archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 22))
+    try:
+        records = [archive.store.store(encoded(generate_uid(), pixel=b"\x05" * 30_000), ExplicitVRLittleEndian).record
+                   for _ in range(100)]
+        kinds = [is_inline(r.blob_id) for r in records]
+        assert kinds[0] and not kinds[-1], "a 4 MiB index kept every 30 KB instance inline"
+        for record in records[::10]:
+            assert archive.blobs.read(record.blob_id).endswith(b"\x05" * 30_000)
+    finally:
+        archive.close()
 
 
 def test_same_instance_twice_in_one_batch(archive):

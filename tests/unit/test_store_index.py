@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from io import BytesIO
 
@@ -12,6 +13,7 @@ from pydicom.multival import MultiValue
 from pacsnode._native import header
 from pacsnode.dicom.attributes import INDEXED
 from pacsnode.dicom.matching import build_matcher
+from pacsnode.index import LmdbIndex
 from pacsnode.errors import DuplicateInstanceError, MalformedDatasetError, MissingAttributeError
 from pacsnode.config import NodeConfig
 from pacsnode.services.store import DUPLICATE, REPLACED, STORED, StoreService
@@ -195,3 +197,35 @@ def test_bad_files_are_refused(archive, service, name):
     with pytest.raises(MalformedDatasetError):
         service.store(raw[offset:], str(meta.TransferSyntaxUID))
     assert _bytes_on_disk(archive) == 0
+
+
+def test_index_writes_flush_after_releasing_the_write_lock(tmp_path):
+    """A write is durable when write() returns (its final flush has run), and that flush runs
+    without the write lock, so another worker's transaction commits meanwhile."""
+    index = LmdbIndex(tmp_path / "index", map_size=1 << 24)
+    events = []
+
+    def flush():
+        committed = threading.Event()
+
+        def commit_elsewhere():
+            with index.write() as txn:
+                txn.put(b"other", b"1", db=index.db["blobs"])
+            committed.set()
+
+        events.append("flush")
+        if len(events) == 1:  # the first write's flush: another writer must get through now
+            other = threading.Thread(target=commit_elsewhere)
+            other.start()
+            assert committed.wait(10), "the write lock was still held during the flush"
+            other.join()
+        real_flush()
+
+    real_flush = index._flush
+    index._flush = flush
+    with index.write() as txn:
+        txn.put(b"first", b"1", db=index.db["blobs"])
+    assert events == ["flush", "flush"]
+    with index.env.begin() as txn:
+        assert txn.get(b"first", db=index.db["blobs"]) == b"1" and txn.get(b"other", db=index.db["blobs"]) == b"1"
+    index.close()
