@@ -22,8 +22,12 @@ from libc.string cimport memcpy, memset
 from io import BytesIO
 from operator import index
 
-from pacsnode._native import libjpeg_call
 from pacsnode.errors import MalformedDatasetError
+
+try:
+    from pacsnode._native import libjpeg_call
+except ImportError:  # built without a C++ compiler (setup.py): the public decoder only
+    libjpeg_call = None
 
 __all__ = [
     "frame_offsets", "get_frame", "rle_decode", "jpeg_info", "j2k_info", "decode_frames",
@@ -825,7 +829,7 @@ cdef object _decode_libjpeg(bytes src, Py_ssize_t index, int precision, Py_ssize
     # One pass straight into a buffer of the size the SOF gives (samples, precision); libjpeg
     # checks that size itself. Where it differs, the public path decodes (two passes) and the
     # caller judges what came out.
-    if precision > 0 and libjpeg_call.available():
+    if precision > 0 and libjpeg_call is not None and libjpeg_call.available():
         data = bytearray(samples * (1 if precision <= 8 else 2))
         code, message = libjpeg_call.decode_into(src, data)
         if code == 0:
