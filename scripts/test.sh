@@ -10,9 +10,10 @@ sudo=""
 # Real peers: DCMTK's tools and encoders, Chromium for the web pages, Orthanc (and its
 # DICOMweb plugin) as the benchmarks' reference, npm for `pacsnode viewer install`.
 # Debian's policy-rc.d keeps the packaged Orthanc service from starting; the bench runs its own.
-packages="dcmtk chromium orthanc orthanc-dicomweb"
+# g++ builds the one C++ kernel (libjpeg_call), which the tests require under CI=true.
+packages="dcmtk chromium orthanc orthanc-dicomweb g++"
 if ! /usr/bin/storescu --version 2>/dev/null | grep -qi dcmtk || [ ! -x /usr/bin/chromium ] \
-        || [ ! -x /usr/sbin/Orthanc ] || ! command -v npm >/dev/null; then
+        || [ ! -x /usr/sbin/Orthanc ] || ! command -v npm >/dev/null || ! command -v g++ >/dev/null; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $packages >/dev/null
     command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq npm >/dev/null
