@@ -407,8 +407,10 @@ class FastAssociation(asyncio.Protocol):
         await self.can_write.wait()
         if not self.connected:
             return None
-        pdus = pdu.p_data(context_id, True, command, self.peer_max_pdu) + pdu.p_data(context_id, False, dataset, self.peer_max_pdu)
-        self.transport.writelines(pdus)
+        self.transport.writelines(
+            pdu.p_data(context_id, True, command, self.peer_max_pdu)
+            + pdu.p_data_parts(context_id, False, dataset, self.peer_max_pdu)
+        )
         try:
             return await asyncio.wait_for(waiter, self.ctx.idle_timeout)
         finally:

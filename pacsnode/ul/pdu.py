@@ -54,9 +54,16 @@ def iter_pdvs(body: memoryview) -> Iterator[tuple[int, bool, bool, memoryview]]:
 def p_data(context_id: int, is_command: bool, payload: bytes, max_pdu: int) -> list[bytes]:
     """Fragment a command or dataset into P-DATA-TF PDUs of at most ``max_pdu`` bytes
     (0: unlimited), one PDV each; the last fragment carries the 'last' bit."""
+    parts = p_data_parts(context_id, is_command, payload, max_pdu)
+    return [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)]
+
+
+def p_data_parts(context_id: int, is_command: bool, payload, max_pdu: int) -> list[bytes | memoryview]:
+    """The PDUs of ``p_data`` as (headers, fragment) pieces, fragments as views of ``payload``:
+    for a writev-style send (transport.writelines) of a dataset without copying it."""
     room = (max_pdu - 6) if max_pdu else max(len(payload), 1)
     room = max(room, 1)
-    pdus = []
+    parts: list[bytes | memoryview] = []
     view = memoryview(payload)
     offset = 0
     while True:
@@ -65,6 +72,6 @@ def p_data(context_id: int, is_command: bool, payload: bytes, max_pdu: int) -> l
         last = offset >= len(payload)
         control = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
         pdv_length = len(fragment) + 2
-        pdus.append(PDU_HEADER.pack(P_DATA_TF, pdv_length + 4) + _PDV_HEADER.pack(pdv_length, context_id, control) + fragment)
+        parts += (PDU_HEADER.pack(P_DATA_TF, pdv_length + 4) + _PDV_HEADER.pack(pdv_length, context_id, control), fragment)
         if last:
-            return pdus
+            return parts

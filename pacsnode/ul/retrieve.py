@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from pacsnode.ul.association import FastAssociation
 
 LOGGER = logging.getLogger(__name__)
+# Instances up to this size are read ahead while the one before is being sent.
+_PREFETCH_LIMIT = 64 * 1024 * 1024
 
 
 
@@ -96,38 +98,53 @@ class Retrieval:
         total = len(instances)
         failed: list[str] = []
         completed = warnings = 0
-        for n, inst in enumerate(instances):
-            if self.command.message_id in self.assoc.cancelled:
-                self.assoc.cancelled.discard(self.command.message_id)
-                rest = [i.sop_instance_uid for i in instances[n:]]
-                return CANCEL, None, (total - n, completed, len(failed), warnings), self._failed_list(failed + rest)
-            result = _outcome(await self._send_one(sender, inst, originator))
-            if result == "completed":
-                completed += 1
-            elif result == "warning":
-                warnings += 1
-            else:
-                failed.append(inst.sop_instance_uid)
-            if n + 1 < total:
-                counts = (total - n - 1, completed, len(failed), warnings)
-                self.assoc.respond(self.command, self.context_id, PENDING, None, suboperations=counts)
-            if not self.assoc.connected:
-                return None, None, None, None
+        upcoming = None
+        try:
+            for n, inst in enumerate(instances):
+                if self.command.message_id in self.assoc.cancelled:
+                    self.assoc.cancelled.discard(self.command.message_id)
+                    rest = [i.sop_instance_uid for i in instances[n:]]
+                    return CANCEL, None, (total - n, completed, len(failed), warnings), self._failed_list(failed + rest)
+                current = upcoming if upcoming is not None else self._read(inst)
+                # The next instance is read while this one travels and the peer answers
+                # (unless it is large: two of those in memory at once is too much).
+                following = instances[n + 1] if n + 1 < total else None
+                upcoming = self._read(following) if following and following.size <= _PREFETCH_LIMIT else None
+                result = _outcome(await self._send_one(sender, inst, originator, current))
+                if result == "completed":
+                    completed += 1
+                elif result == "warning":
+                    warnings += 1
+                else:
+                    failed.append(inst.sop_instance_uid)
+                if n + 1 < total:
+                    counts = (total - n - 1, completed, len(failed), warnings)
+                    self.assoc.respond(self.command, self.context_id, PENDING, None, suboperations=counts)
+                if not self.assoc.connected:
+                    return None, None, None, None
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
         counts = (None, completed, len(failed), warnings)
         if not failed and not warnings:
             return SUCCESS, None, counts, None
         status = UNABLE_TO_PERFORM_SUBOPERATIONS if len(failed) == total else SUBOPERATIONS_WITH_FAILURES
         return status, None, counts, self._failed_list(failed) if failed else None
 
-    async def _send_one(self, sender: Sender, inst: InstanceRecord, originator: str | None) -> int | None:
+    def _read(self, inst: InstanceRecord) -> asyncio.Future:
+        """The instance's Part 10 bytes, read in a thread."""
+        return asyncio.get_running_loop().run_in_executor(None, self.assoc.archive.blobs.read, inst.blob_id)
+
+    async def _send_one(
+        self, sender: Sender, inst: InstanceRecord, originator: str | None, part10: asyncio.Future
+    ) -> int | None:
         accepted = sender.accepted_syntaxes(inst.sop_class_uid)
         if not accepted:
             LOGGER.warning("retrieve: the peer accepted no context for SOP class %s", inst.sop_class_uid)
+            part10.cancel()
             return None
         try:
-            loop = asyncio.get_running_loop()
-            part10 = await loop.run_in_executor(None, self.assoc.archive.blobs.read, inst.blob_id)
-            syntax, dataset = dataset_for_peer(part10, inst.transfer_syntax, accepted)
+            syntax, dataset = dataset_for_peer(await part10, inst.transfer_syntax, accepted)
             return await sender.store(
                 accepted[syntax], inst.sop_class_uid, inst.sop_instance_uid, dataset, originator, self.command.message_id
             )
@@ -148,13 +165,18 @@ class GetSender:
 
     def __init__(self, assoc: "FastAssociation") -> None:
         self.assoc = assoc
+        self._accepted: dict[str, dict[str, int]] = {}
 
     def accepted_syntaxes(self, sop_class_uid: str) -> dict[str, int]:
-        return {
-            ts: cx
-            for cx, (abstract, ts) in self.assoc.contexts.items()
-            if abstract == sop_class_uid and cx in self.assoc.scu_contexts
-        }
+        # Asked once per instance; a C-GET requester proposes a hundred contexts or more.
+        accepted = self._accepted.get(sop_class_uid)
+        if accepted is None:
+            accepted = self._accepted[sop_class_uid] = {
+                ts: cx
+                for cx, (abstract, ts) in self.assoc.contexts.items()
+                if abstract == sop_class_uid and cx in self.assoc.scu_contexts
+            }
+        return accepted
 
     async def store(self, context_id, sop_class_uid, sop_instance_uid, dataset, originator, originator_id) -> int | None:
         return await self.assoc.send_store(context_id, sop_class_uid, sop_instance_uid, dataset)

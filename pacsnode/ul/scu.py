@@ -101,8 +101,10 @@ class StoreSCU:
         """One C-STORE sub-operation; returns the peer's status."""
         self.message_id = self.message_id % 65535 + 1
         command = commands.encode_store_request(self.message_id, sop_class_uid, sop_instance_uid, originator, originator_id)
-        pdus = pdu.p_data(context_id, True, command, self.peer_max_pdu) + pdu.p_data(context_id, False, dataset, self.peer_max_pdu)
-        self.client.transport.writelines(pdus)
+        self.client.transport.writelines(
+            pdu.p_data(context_id, True, command, self.peer_max_pdu)
+            + pdu.p_data_parts(context_id, False, dataset, self.peer_max_pdu)
+        )
         parts = []
         while True:
             pdu_type, raw = await asyncio.wait_for(self.client.pdus.get(), self.timeout)
