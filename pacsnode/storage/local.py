@@ -53,7 +53,9 @@ class LocalBlobStore(BlobStore):
     def read(self, blob_id: str) -> bytes:
         if parse_segment_id(blob_id):
             return read_segment_blob(self.segments, blob_id)
-        if is_inline(blob_id) and self.inline is not None:
+        if is_inline(blob_id):
+            if self.inline is None:
+                raise FileNotFoundError(f"{blob_id} is kept by the index, which this store was not given")
             return self.inline.read_blob(blob_id)
         return self.local_path(blob_id).read_bytes()
 

@@ -13,7 +13,8 @@ from pacsnode.config import NodeConfig
 from pacsnode.errors import DuplicateInstanceError
 from pacsnode.services.archive import Archive
 from pacsnode.services.store import DUPLICATE, STORED
-from pacsnode.storage.inline import is_inline
+from pacsnode.storage import LocalBlobStore
+from pacsnode.storage.inline import is_inline, new_inline_id
 
 
 def encoded(sop_uid: str, study: str = "1.2.3", series: str = "1.2.3.4", pixel: bytes = b"\x01" * 64) -> bytes:
@@ -160,3 +161,11 @@ def test_written_batches_share_one_index_transaction(archive):
     held = archive.index.get_instances([uid, twin_uid])
     assert batch_b[0].future.result().record.blob_id == held[uid].blob_id == batch_a[0].record.blob_id
     assert batch_b[0].record.blob_id != held[uid].blob_id
+
+
+def test_inline_ids_need_the_index(tmp_path):
+    store = LocalBlobStore(tmp_path / "blobs")
+    with pytest.raises(FileNotFoundError):
+        store.read(new_inline_id())
+    assert store.local_path(new_inline_id()) is None
+    store.close()
