@@ -33,6 +33,20 @@ def encoded(sop_uid: str, study: str = "1.2.3", series: str = "1.2.3.4", pixel: 
     return buf.getvalue()
 
 
+def count_transactions(archive: Archive) -> list[int]:
+    """The number of instances in each index transaction from now on."""
+    transactions: list[int] = []
+    real_add = archive.index.add_instances
+
+    def counting_add(records, late=None):
+        results = real_add(records, late)
+        transactions.append(len(results))
+        return results
+
+    archive.index.add_instances = counting_add
+    return transactions
+
+
 @pytest.fixture
 def archive(tmp_path):
     archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
@@ -47,15 +61,7 @@ def test_concurrent_stores_are_batched_and_durable(tmp_path, pixel_bytes, kept):
     archive = Archive.open(NodeConfig(data=tmp_path, index_map_size=1 << 28))
     uids = [generate_uid() for _ in range(200)]
     pixel = b"\x01" * pixel_bytes
-    transactions: list[int] = []
-    real_add = archive.index.add_instances
-
-    def counting_add(records, late=None):
-        results = real_add(records, late)
-        transactions.append(len(results))
-        return results
-
-    archive.index.add_instances = counting_add
+    transactions = count_transactions(archive)
     results: list[str] = []
 
     def send(chunk: list[str]) -> None:
@@ -142,15 +148,7 @@ def test_written_batches_share_one_index_transaction(archive):
         archive.store.prepare(encoded(twin_uid), ExplicitVRLittleEndian),
         archive.store.prepare(encoded(twin_uid), ExplicitVRLittleEndian),  # its copy in the same batch
     ]
-    transactions: list[int] = []
-    real_add = archive.index.add_instances
-
-    def counting_add(records, late=None):
-        results = real_add(records, late)
-        transactions.append(len(results))
-        return results
-
-    archive.index.add_instances = counting_add
+    transactions = count_transactions(archive)
     written_b = committer._write(batch_b)
     jobs = [(batch_a, committer._write(batch_a))]
     # Batch B was written while A waited for the write lock: it joins A's transaction.
