@@ -123,8 +123,8 @@ class LmdbIndex(Index):
         # Half the map stays for the index itself: past that, small instances go to segments.
         if size > INLINE_LIMIT:
             return False
-        used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
-        return used < self.env.info()["map_size"] // 2
+        info = self.env.info()
+        return (info["last_pgno"] + 1) * self.env.stat()["psize"] < info["map_size"] // 2
 
     def read_blob(self, blob_id: str) -> bytes:
         with self.env.begin() as txn:
