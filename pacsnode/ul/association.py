@@ -154,12 +154,14 @@ class FastAssociation(asyncio.Protocol):
         without copying), one begun in an earlier read completed in ``self.buf``."""
         view = memoryview(data)
         while self.buf:
-            take = (6 if len(self.buf) < 6 else self._pdu_length(self.buf)) - len(self.buf)
+            header_only = len(self.buf) < 6  # its length is not known yet
+            need = 6 if header_only else self._pdu_length(self.buf)
+            take = need - len(self.buf)
             self.buf += view[:take]
             view = view[take:]
-            if len(self.buf) < 6 or len(self.buf) < self._pdu_length(self.buf):
-                if not view:
-                    return
+            if len(self.buf) < need:  # this read ended inside it
+                return
+            if header_only:
                 continue
             whole, self.buf = self.buf, bytearray()
             self._on_pdu(whole[0], memoryview(whole))
