@@ -31,6 +31,7 @@ import pacsnode._native as native_pkg
 from pacsnode._native._ref import header as ref_header
 from pacsnode.errors import MalformedDatasetError
 from tests.corpus import corpus_files
+from tests.peers import IN_CI, require
 
 
 def _import_native():
@@ -46,7 +47,6 @@ def _import_native():
 
 
 native_header = _import_native()
-IN_CI = os.environ.get("CI") == "true"
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = corpus_files()
 
@@ -64,10 +64,7 @@ INDEX_TAGS = (
 
 
 def _need_native():
-    if native_header is None:
-        if IN_CI:
-            pytest.fail("CI=true but the native extension pacsnode._native.header did not import")
-        pytest.skip("native extension not built (python setup.py build_ext --inplace)")
+    require(native_header is not None, "pacsnode._native.header not built (python setup.py build_ext --inplace)")
     return native_header
 
 

@@ -16,7 +16,7 @@ from pydicom.encaps import generate_frames
 
 from pacsnode.pixels.decode import CODECS
 from tests.corpus import corpus_files
-from tests.peers import IN_CI
+from tests.peers import require
 
 _libjpeg = pytest.importorskip("_libjpeg")
 try:
@@ -26,10 +26,7 @@ except ImportError:
 
 
 def _need_direct():
-    if libjpeg_call is None:
-        if IN_CI:
-            pytest.fail("CI=true but pacsnode._native.libjpeg_call did not import")
-        pytest.skip("native extension not built (python setup.py build_ext --inplace)")
+    require(libjpeg_call is not None, "pacsnode._native.libjpeg_call not built (python setup.py build_ext --inplace)")
     return libjpeg_call
 
 

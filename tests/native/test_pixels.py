@@ -41,7 +41,7 @@ from pacsnode.dicom.syntax import encoding_of
 from pacsnode.errors import MalformedDatasetError
 from pacsnode.pixels import PixelDescription, decode, decode_dataset, decode_pixel_data
 from tests.corpus import corpus_files
-from tests.peers import IN_CI, dcmtk
+from tests.peers import IN_CI, dcmtk, require
 
 
 def _import_native():
@@ -62,10 +62,7 @@ RLE = "1.2.840.10008.1.2.5"
 
 
 def _need_native():
-    if native_pixels is None:
-        if IN_CI:
-            pytest.fail("CI=true but the native extension pacsnode._native.pixels did not import")
-        pytest.skip("native extension not built (python setup.py build_ext --inplace)")
+    require(native_pixels is not None, "pacsnode._native.pixels not built (python setup.py build_ext --inplace)")
     return native_pixels
 
 
