@@ -1,6 +1,9 @@
 """The test corpus: pydicom's bundled test files plus the pydicom-data package's files."""
 import functools
 import os
+import warnings
+
+import pydicom
 
 
 @functools.cache
@@ -25,3 +28,35 @@ def corpus_files() -> list[str]:
         if os.path.isfile(path):
             by_name.setdefault(os.path.basename(path), path)
     return sorted(by_name.values())
+
+
+# Corpus files whose dataset cannot be walked as their transfer syntax says: cut short, or
+# (SC_rgb_jpeg) encoded in implicit VR under an explicit VR syntax.
+BAD = ["MR_truncated.dcm", "rtplan_truncated.dcm", "SC_rgb_jpeg.dcm"]
+
+
+def part10(path: str):
+    """(pydicom dataset, transfer syntax, dataset bytes after the file meta) or None."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception:
+            return None
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if not ts or not all(ds.get(k) for k in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")):
+        return None
+    raw = open(path, "rb").read()
+    if raw[128:132] != b"DICM" or os.path.basename(path) in BAD:
+        return None
+    with open(path, "rb") as fh:
+        pydicom.filereader.read_preamble(fh, False)
+        pydicom.filereader._read_file_meta_info(fh)
+        offset = fh.tell()
+    return ds, str(ts), raw[offset:]
+
+
+@functools.cache
+def part10_files() -> list[str]:
+    """The corpus files whose dataset part10() can split off."""
+    return [p for p in corpus_files() if part10(p) is not None]

@@ -11,6 +11,7 @@ from pacsnode.services.commit import GroupCommitter
 from pacsnode.services.identity import IdentityChecker
 from pacsnode.services.workflow import workflow_hook
 from pacsnode.services.query import QueryService
+from pacsnode.services.query_encoded import EncodedFind
 from pacsnode.services.retrieve import RetrieveService
 from pacsnode.services.store import StoreService
 from pacsnode.storage import LocalBlobStore
@@ -25,6 +26,7 @@ class Archive:
     store: StoreService
     query: QueryService
     retrieve: RetrieveService
+    find_encoded: EncodedFind
     # Orders, reconciliation, audit, MPPS and outgoing messages, in the index's environment.
     tables: WorkflowTables | None = None
 
@@ -38,14 +40,16 @@ class Archive:
         tables = WorkflowTables(index)
         index.after_add = workflow_hook(tables, config)
         checker = IdentityChecker(tables, config.identity_policy, config.order_feed) if config.order_feed else None
+        query = QueryService(index, blobs, config.ae_title)
         return cls(
             config=config,
             index=index,
             blobs=blobs,
             committer=committer,
             store=StoreService(committer, checker),
-            query=QueryService(index, blobs, config.ae_title),
+            query=query,
             retrieve=RetrieveService(index),
+            find_encoded=EncodedFind(query),
             tables=tables,
         )
 

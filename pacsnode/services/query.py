@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from io import BytesIO
-from typing import Iterator
+from typing import Iterable, Iterator, Mapping
 
 from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -22,7 +22,7 @@ _CONTROL_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet"}
 _UTF8 = "ISO_IR 192"
 
 
-def query_level(identifier: Dataset, model_root: str) -> str:
+def query_level(identifier: Mapping, model_root: str) -> str:
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in MODEL_LEVELS[model_root]:
         raise InvalidQueryError(f"QueryRetrieveLevel {level!r} not valid for the {model_root} root model")
@@ -33,9 +33,10 @@ def _key_level(keyword: str) -> str | None:
     return KEYWORD_LEVEL.get(keyword) or COMPUTED_KEYS.get(keyword)
 
 
-def build_matchers(identifier: Dataset, level: str) -> dict[str, Matcher]:
+def build_matchers(identifier: Iterable, level: str) -> dict[str, Matcher]:
     """Matchers for the indexed and computed keys at or above ``level``; other keys are
-    return keys only (universal matching, as PS3.4 C.2.2.1 allows for optional keys)."""
+    return keys only (universal matching, as PS3.4 C.2.2.1 allows for optional keys).
+    ``identifier`` yields elements with pydicom's ``keyword``, ``VR`` and ``value``."""
     allowed = LEVELS[: LEVELS.index(level) + 1]
     matchers: dict[str, Matcher] = {}
     for elem in identifier:

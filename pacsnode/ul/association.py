@@ -13,12 +13,8 @@ import mmap
 import socket
 import time
 from dataclasses import dataclass
-from io import BytesIO
 
-from pydicom.filebase import DicomBytesIO
-from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_dataset
-
+from pacsnode.dicom.codec import decode_dataset
 from pacsnode.dicom.status import (
     CANCEL,
     CANNOT_UNDERSTAND,
@@ -368,12 +364,12 @@ class FastAssociation(asyncio.Protocol):
         # Responses go out in batches: a requester that polls its socket (pynetdicom) then
         # picks up a whole small result, final status included, in one pass.
         try:
-            identifier = read_dataset(BytesIO(inflated(dataset.take(), syntax)), implicit, little)
-            for n, response in enumerate(self.archive.query.find(identifier, model_root), 1):
+            responses = self.archive.find_encoded.find(inflated(dataset.take(), syntax), implicit, little, model_root)
+            for n, response in enumerate(responses, 1):
                 if command.message_id in self.cancelled:
                     self.cancelled.discard(command.message_id)
                     return CANCEL, None
-                self.respond(command, context_id, PENDING, None, encode_dataset(response, implicit, little), held)
+                self.respond(command, context_id, PENDING, None, response, held)
                 if n % _FIND_YIELD_EVERY == 0 or not self.can_write.is_set():
                     self._flush(held)
                     await asyncio.sleep(0)
@@ -391,7 +387,7 @@ class FastAssociation(asyncio.Protocol):
         syntax = dataset.transfer_syntax
         implicit, little = encoding_of(syntax)
         try:
-            identifier = read_dataset(BytesIO(inflated(dataset.take(), syntax)), implicit, little)
+            identifier = decode_dataset(inflated(dataset.take(), syntax), implicit, little)
             status, comment, counts, failed = await Retrieval(self, command, context_id, (implicit, little)).run(identifier)
         except Exception:
             LOGGER.exception("retrieve failed")
@@ -426,10 +422,3 @@ class FastAssociation(asyncio.Protocol):
         if held and self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(held))
         held.clear()
-
-
-def encode_dataset(ds, implicit: bool, little: bool) -> bytes:
-    buf = DicomBytesIO()
-    buf.is_implicit_VR, buf.is_little_endian = implicit, little
-    write_dataset(buf, ds)
-    return buf.getvalue()

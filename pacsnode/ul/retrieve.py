@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from pydicom.dataset import Dataset
 
+from pacsnode.dicom.codec import encode_dataset
 from pacsnode.dicom.status import (
     CANCEL,
     MOVE_DESTINATION_UNKNOWN,
@@ -153,8 +154,6 @@ class Retrieval:
             return None
 
     def _failed_list(self, uids: list[str]) -> bytes:
-        from pacsnode.ul.association import encode_dataset
-
         ds = Dataset()
         ds.FailedSOPInstanceUIDList = uids
         return encode_dataset(ds, self.implicit, self.little)

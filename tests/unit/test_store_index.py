@@ -18,36 +18,10 @@ from pacsnode.errors import DuplicateInstanceError, MalformedDatasetError, Missi
 from pacsnode.config import NodeConfig
 from pacsnode.services.store import DUPLICATE, REPLACED, STORED, StoreService
 from pacsnode.services.archive import Archive
-from tests.corpus import corpus_files
+from tests.corpus import BAD, corpus_files, part10, part10_files
 
 
-# Corpus files whose dataset cannot be walked as their transfer syntax says: cut short, or
-# (SC_rgb_jpeg) encoded in implicit VR under an explicit VR syntax.
-BAD = ["MR_truncated.dcm", "rtplan_truncated.dcm", "SC_rgb_jpeg.dcm"]
-
-
-def _part10(path: str):
-    """(pydicom dataset, transfer syntax, dataset bytes after the file meta) or None."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception:
-            return None
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if not ts or not all(ds.get(k) for k in ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")):
-        return None
-    raw = open(path, "rb").read()
-    if raw[128:132] != b"DICM" or os.path.basename(path) in BAD:
-        return None
-    with open(path, "rb") as fh:
-        pydicom.filereader.read_preamble(fh, False)
-        pydicom.filereader._read_file_meta_info(fh)
-        offset = fh.tell()
-    return ds, str(ts), raw[offset:]
-
-
-CORPUS = [p for p in corpus_files() if _part10(p) is not None]
+CORPUS = part10_files()
 
 
 
@@ -95,7 +69,7 @@ def test_store_indexes_what_pydicom_reads(archive, service):
     mismatches = []
     seen: set[str] = set()
     for path in CORPUS:
-        ds, ts, data = _part10(path)
+        ds, ts, data = part10(path)
         if str(ds.SOPInstanceUID) in seen:
             # The corpus holds some instances twice, or in several syntaxes: the first one stays.
             assert not _store_first(service, data, ts)
@@ -120,7 +94,7 @@ def test_counts_and_computed_keys(archive, service):
     by_study: dict[str, set] = {}
     series_of: dict[str, set] = {}
     for path in CORPUS:
-        ds, ts, data = _part10(path)
+        ds, ts, data = part10(path)
         if _store_first(service, data, ts):
             by_study.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SOPInstanceUID))
             series_of.setdefault(str(ds.StudyInstanceUID), set()).add(str(ds.SeriesInstanceUID))
@@ -136,7 +110,7 @@ def test_counts_and_computed_keys(archive, service):
 
 def test_keyed_lookups_agree_with_full_scan(archive, service):
     for path in CORPUS:
-        ds, ts, data = _part10(path)
+        ds, ts, data = part10(path)
         _store_first(service, data, ts)
     everything = list(archive.index.find("STUDY", {}))
     for keyword, vr in (("PatientID", "LO"), ("AccessionNumber", "SH"), ("StudyDate", "DA"), ("PatientName", "PN")):
@@ -151,7 +125,7 @@ def test_keyed_lookups_agree_with_full_scan(archive, service):
 
 
 def test_duplicates(archive, service):
-    ds, ts, data = _part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
+    ds, ts, data = part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
     assert service.store(data, ts).result == STORED
     size = _bytes_on_disk(archive)
     assert service.store(data, ts).result == DUPLICATE
@@ -169,7 +143,7 @@ def test_duplicates(archive, service):
 
 
 def test_truncated_and_incomplete_datasets_are_refused(archive, service):
-    ds, ts, data = _part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
+    ds, ts, data = part10(next(p for p in CORPUS if p.endswith("CT_small.dcm")))
     for cut in (7, 100, len(data) // 2, len(data) - 3):
         with pytest.raises(MalformedDatasetError):
             service.store(data[:cut], ts)
