@@ -27,7 +27,10 @@ _CONTROL = ("QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "In
 # tag -> (keyword, VR) of every key this path answers.
 _KEYS: dict[int, tuple[str, str]] = {tag: (kw, vr) for kw, (tag, vr) in INDEXED.items()}
 _KEYS.update({tag_for_keyword(kw): (kw, dictionary_VR(tag_for_keyword(kw))) for kw in (*COMPUTED_KEYS, *_CONTROL)})
-_TAG_CHARSET = tag_for_keyword("SpecificCharacterSet")
+# A single ASCII value of these VRs is what pydicom makes of it, the text without trailing
+# padding, bar the cases _pydicom_changes() names (tests/unit/test_query_encoded.py compares
+# them); other values go through pydicom.
+_PLAIN_TEXT = frozenset(("AS", "CS", "DA", "DT", "LO", "PN", "SH", "TM", "UI"))
 _TAG_LEVEL = tag_for_keyword("QueryRetrieveLevel")
 
 
@@ -106,13 +109,28 @@ def _flat_keys(data: bytes, implicit: bool) -> list[_Key] | None:
             return None
         previous = tag
         try:
-            value = convert_value(known[1], RawDataElement(tag, known[1], len(raw), raw, 0, implicit, True, True, False))
+            value = key_value(tag, known[1], raw, implicit)
         except Exception:  # the pydicom path reports the bad value
             return None
-        if isinstance(value, MutableSequence):
-            value = [str(v) for v in value]
         keys.append(_Key(tag, known[0], known[1], value))
     return keys
+
+
+def key_value(tag: int, vr: str, raw: bytes, implicit: bool) -> object:
+    """An ASCII value as pydicom reads it (a list of str when it holds several)."""
+    if vr in _PLAIN_TEXT and b"\\" not in raw and not _pydicom_changes(vr, raw):
+        return raw.decode("ascii").rstrip(" \x00")
+    value = convert_value(vr, RawDataElement(tag, vr, len(raw), raw, 0, implicit, True, True, False))
+    return [str(v) for v in value] if isinstance(value, MutableSequence) else value
+
+
+def _pydicom_changes(vr: str, raw: bytes) -> bool:
+    """Whether pydicom's value differs from the text: PN drops empty trailing groups, UID
+    strips whitespace."""
+    if vr == "UI":
+        text = raw.rstrip(b" \x00")
+        return text != text.strip()
+    return vr == "PN" and b"=" in raw
 
 
 def _constant(tag: int, vr: str, value: object, implicit: bool) -> _Slot:

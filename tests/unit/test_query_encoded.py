@@ -7,11 +7,14 @@ drawn at random from the keys the index answers, with values taken from what it 
 from __future__ import annotations
 
 import random
+import warnings
 
 import pytest
 from pydicom import Dataset
+from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.sequence import Sequence
+from pydicom.values import convert_value
 
 from pacsnode.config import NodeConfig
 from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, KEYWORD_LEVEL, LEVELS
@@ -170,3 +173,17 @@ def test_a_bad_level_is_refused_alike(archive):
     fast = _outcome(lambda: list(EncodedFind(archive.query).find(data, True, True, "STUDY")))
     assert fast == _outcome(lambda: _pydicom_path(archive, data, True, "STUDY"))
     assert fast[0].__name__ == "InvalidQueryError"
+
+
+@pytest.mark.parametrize("vr", sorted(query_encoded._PLAIN_TEXT))
+def test_plain_values_read_as_pydicom_reads_them(vr):
+    rng = random.Random(vr)
+    alphabet = "AZaz09 ^=.-*?:+\x00\t"
+    for _ in range(3000):
+        raw = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12))).encode()
+        raw += b" " * (len(raw) % 2)
+        element = RawDataElement(0x00100010, vr, len(raw), raw, 0, True, True, True, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = convert_value(vr, element)
+        assert query_encoded.key_value(0x00100010, vr, raw, True) == str(expected), raw
