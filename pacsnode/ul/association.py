@@ -310,9 +310,7 @@ class FastAssociation(asyncio.Protocol):
             command.field, command.message_id, status, sop_class, command.sop_instance_uid, comment,
             identifier is not None, suboperations,
         )
-        pdus = pdu.p_data(context_id, True, rsp, self.peer_max_pdu)
-        if identifier is not None:
-            pdus += pdu.p_data(context_id, False, identifier, self.peer_max_pdu)
+        pdus = pdu.p_data_message(context_id, rsp, identifier, self.peer_max_pdu)
         if held is not None:
             held.extend(pdus)
         else:

@@ -58,6 +58,23 @@ def p_data(context_id: int, is_command: bool, payload: bytes, max_pdu: int) -> l
     return [parts[i] + parts[i + 1] for i in range(0, len(parts), 2)]
 
 
+def p_data_message(context_id: int, command: bytes, dataset: bytes | None, max_pdu: int) -> list[bytes]:
+    """A whole DIMSE message: command and dataset as two PDVs of one P-DATA-TF PDU when it
+    fits ``max_pdu``, so that the requester reads one PDU per response (PS3.8 9.3.5)."""
+    if dataset is None:
+        return p_data(context_id, True, command, max_pdu)
+    length = len(command) + len(dataset) + 12
+    if max_pdu and length > max_pdu:
+        return p_data(context_id, True, command, max_pdu) + p_data(context_id, False, dataset, max_pdu)
+    return [
+        PDU_HEADER.pack(P_DATA_TF, length)
+        + _PDV_HEADER.pack(len(command) + 2, context_id, 0x03)
+        + command
+        + _PDV_HEADER.pack(len(dataset) + 2, context_id, 0x02)
+        + dataset
+    ]
+
+
 def p_data_parts(context_id: int, is_command: bool, payload, max_pdu: int) -> list[bytes | memoryview]:
     """The PDUs of ``p_data`` as (headers, fragment) pieces, fragments as views of ``payload``:
     for a writev-style send (transport.writelines) of a dataset without copying it."""

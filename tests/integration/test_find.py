@@ -371,12 +371,12 @@ def many_node(module_node_factory):
     return node
 
 
-MANY = 500
+MANY = 2000
 
 
 def test_c_cancel_stops_a_find(many_node):
     """C-CANCEL after the first pending response: the node ends with 0xFE00 (Cancel) before
-    sending all of the 500 matches, and the association goes on."""
+    sending all of the 2,000 matches, and the association goes on."""
     query = identifier("IMAGE", SOPInstanceUID="", InstanceNumber="")
     with association(many_node) as assoc:
         responses = assoc.send_c_find(query, STUDY_ROOT_FIND, msg_id=7)

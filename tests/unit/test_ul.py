@@ -5,7 +5,7 @@ import random
 
 import pytest
 from pydicom.uid import generate_uid
-from pynetdicom.dimse_messages import C_ECHO_RSP, C_STORE_RQ, C_STORE_RSP
+from pynetdicom.dimse_messages import C_ECHO_RSP, C_FIND_RSP, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -94,6 +94,25 @@ def test_p_data_fragments_decode_in_pynetdicom(size, max_pdu):
         assert data[0] == (0x02 if n == len(pdus) - 1 else 0x00)
         got += data[1:]
     assert got == payload
+
+
+@pytest.mark.parametrize("max_pdu", [0, 16384, 200, 120])
+def test_a_response_with_its_identifier_decodes_in_pynetdicom(max_pdu):
+    """Command and identifier share one PDU when it fits (two PDVs), else one PDU each or more."""
+    raw = commands.encode_response(commands.C_FIND_RQ, 4, 0xFF00, "1.2.840.10008.5.1.4.1.2.2.1", None, None, True)
+    identifier = bytes(range(100))
+    pdus = pdu.p_data_message(3, raw, identifier, max_pdu)
+    fits = max_pdu == 0 or len(raw) + len(identifier) + 12 <= max_pdu
+    assert len(pdus) == 1 if fits else len(pdus) >= 2
+    message = C_FIND_RSP()
+    for n, encoded in enumerate(pdus):
+        assert max_pdu == 0 or len(encoded) - 6 <= max_pdu
+        tf = P_DATA_TF()
+        tf.decode(encoded)
+        assert message.decode_msg(tf.to_primitive()) == (n == len(pdus) - 1)
+    rsp = message.message_to_primitive()
+    assert (rsp.MessageIDBeingRespondedTo, rsp.Status) == (4, 0xFF00)
+    assert rsp.Identifier.getvalue() == identifier
 
 
 @pytest.mark.parametrize(
