@@ -13,6 +13,8 @@ import pytest
 from pydicom import Dataset
 from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.values import convert_value
 
@@ -166,6 +168,17 @@ def test_private_tags_and_other_vrs_take_the_pydicom_path():
     explicit[at + 4 : at + 6] = b"LO"
     assert query_encoded._flat_keys(bytes(explicit), False) is None
     assert query_encoded._flat_keys(_encode(_with(), False), False) is not None
+
+
+def test_big_endian_takes_the_pydicom_path(archive):
+    buf = DicomBytesIO()
+    buf.is_implicit_VR, buf.is_little_endian = False, False
+    write_dataset(buf, _with(PatientName="*"))
+    data = buf.getvalue()
+    got = list(EncodedFind(archive.query).find(data, False, False, "STUDY"))
+    identifier = decode_dataset(data, False, False)
+    assert got == [encode_dataset(rsp, False, False) for rsp in archive.query.find(identifier, "STUDY")]
+    assert len(got) > 10
 
 
 def test_a_bad_level_is_refused_alike(archive):
