@@ -29,7 +29,8 @@ def query_level(identifier: Mapping, model_root: str) -> str:
     return level
 
 
-def _key_level(keyword: str) -> str | None:
+def key_level(keyword: str) -> str | None:
+    """The query level an indexed or computed key belongs to; None for other keys."""
     return KEYWORD_LEVEL.get(keyword) or COMPUTED_KEYS.get(keyword)
 
 
@@ -41,7 +42,7 @@ def build_matchers(identifier: Iterable, level: str) -> dict[str, Matcher]:
     matchers: dict[str, Matcher] = {}
     for elem in identifier:
         kw = elem.keyword
-        if kw in _CONTROL_KEYS or _key_level(kw) not in allowed:
+        if kw in _CONTROL_KEYS or key_level(kw) not in allowed:
             continue
         vr = INDEXED[kw][1] if kw in INDEXED else elem.VR
         try:
@@ -64,9 +65,10 @@ class QueryService:
         level = query_level(identifier, model_root)
         matchers = build_matchers(identifier, level)
         for view in self.index.find(level, matchers):
-            yield self._response(identifier, level, view)
+            yield self.response(identifier, level, view)
 
-    def _response(self, identifier: Dataset, level: str, view: dict) -> Dataset:
+    def response(self, identifier: Dataset, level: str, view: dict) -> Dataset:
+        """The response identifier for one matching view: exactly the keys asked."""
         allowed = LEVELS[: LEVELS.index(level) + 1]
         rsp = Dataset()
         from_file: list[int] = []
@@ -79,11 +81,11 @@ class QueryService:
                 value = self.ae_title
             elif kw == "InstanceAvailability":
                 value = "ONLINE"
-            elif _key_level(kw) in allowed:
+            elif key_level(kw) in allowed:
                 value = view.get(kw)
-            elif kw and _key_level(kw) is None:
+            elif kw and key_level(kw) is None:
                 from_file.append(elem.tag)
-            rsp.add(DataElement(elem.tag, elem.VR if elem.VR != "UN" else dictionary_VR(elem.tag), _element_value(elem.VR, value)))
+            rsp.add(DataElement(elem.tag, elem.VR if elem.VR != "UN" else dictionary_VR(elem.tag), element_value(elem.VR, value)))
         if from_file:
             self._fill_from_file(rsp, level, view, from_file)
         rsp.QueryRetrieveLevel = level
@@ -150,7 +152,8 @@ def _fits(text: str, encodings: list[str]) -> bool:
     return len(encodings) > 1 and all(any(_encodable(ch, e) for e in encodings) for ch in text)
 
 
-def _element_value(vr: str, value: object) -> object:
+def element_value(vr: str, value: object) -> object:
+    """An index value as the response element's value (pydicom's types for the VR)."""
     if value is None:
         return [] if vr == "SQ" else None
     if isinstance(value, list):

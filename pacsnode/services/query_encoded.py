@@ -21,7 +21,7 @@ from pydicom.values import convert_value
 from pacsnode.dicom import flat
 from pacsnode.dicom.codec import decode_dataset, encode_dataset
 from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, LEVELS
-from pacsnode.services.query import QueryService, _element_value, _key_level, build_matchers, query_level
+from pacsnode.services.query import QueryService, element_value, key_level, build_matchers, query_level
 
 _CONTROL = ("QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability")
 # tag -> (keyword, VR) of every key this path answers.
@@ -74,7 +74,7 @@ class EncodedFind:
             if encoded is None:  # a value outside ASCII: the character set logic decides
                 if identifier is None:
                     identifier = decode_dataset(data, implicit, little)
-                encoded = encode_dataset(self.query._response(identifier, level, view), implicit, little)
+                encoded = encode_dataset(self.query.response(identifier, level, view), implicit, little)
             yield encoded
 
     def _slots(self, keys: list[_Key], level: str, implicit: bool) -> list[_Slot]:
@@ -83,13 +83,13 @@ class EncodedFind:
         slots = [_constant(_TAG_LEVEL, "CS", level, implicit)]
         for key in keys:
             if key.keyword == "SpecificCharacterSet":
-                slots.append(_constant(key.tag, key.VR, _element_value(key.VR, key.value), implicit))
+                slots.append(_constant(key.tag, key.VR, element_value(key.VR, key.value), implicit))
             elif key.keyword == "RetrieveAETitle":
                 slots.append(_constant(key.tag, key.VR, self.query.ae_title, implicit))
             elif key.keyword == "InstanceAvailability":
                 slots.append(_constant(key.tag, key.VR, "ONLINE", implicit))
             elif key.keyword != "QueryRetrieveLevel":
-                wanted = key.keyword if _key_level(key.keyword) in allowed else None
+                wanted = key.keyword if key_level(key.keyword) in allowed else None
                 slots.append(_Slot(key.tag, key.VR, wanted, None if wanted else flat.element(key.tag, key.VR, b"", implicit)))
         return sorted(slots)
 
@@ -146,7 +146,7 @@ def _response(slots: list[_Slot], view: dict, implicit: bool) -> bytes | None:
         if slot.constant is not None:
             parts.append(slot.constant)
             continue
-        raw = _value_bytes(_element_value(slot.vr, view.get(slot.keyword)), slot.vr)
+        raw = _value_bytes(element_value(slot.vr, view.get(slot.keyword)), slot.vr)
         if raw is None:
             return None
         parts.append(flat.element(slot.tag, slot.vr, raw, implicit))
