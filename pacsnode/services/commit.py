@@ -41,7 +41,13 @@ class GroupCommitter:
         self._indexer.start()
 
     def submit(self, pending: PendingInstance) -> Future:
-        self._queue.put(pending)
+        if pending.chunks is not None and self.index.keeps_inline(sum(len(c) for c in pending.chunks)):
+            # Nothing to write before the index transaction: straight to the indexer, which
+            # also tells a duplicate (held, or earlier in the same transaction).
+            self._keep_inline(pending)
+            self._indexing.put(([pending], ([pending], {pending.record.sop_instance_uid: pending})))
+        else:
+            self._queue.put(pending)
         return pending.future
 
     def close(self) -> None:
@@ -152,9 +158,7 @@ class GroupCommitter:
             if item.chunks is None:
                 continue
             if self.index.keeps_inline(sum(len(c) for c in item.chunks)):
-                # Written by the index transaction itself: no segment flush for this one.
-                item.record.inline = b"".join(item.chunks)
-                item.record.blob_id = new_inline_id()
+                self._keep_inline(item)
             else:
                 to_segments.append(item)
         for item, blob_id in zip(to_segments, self.blobs.put_many([p.chunks for p in to_segments])):
@@ -162,6 +166,12 @@ class GroupCommitter:
         for item in items:
             if item.spooled is not None:
                 item.record.blob_id = self.blobs.adopt(item.spooled)
+
+    @staticmethod
+    def _keep_inline(item: PendingInstance) -> None:
+        """Written by the index transaction itself: no segment flush for this one."""
+        item.record.inline = b"".join(item.chunks)
+        item.record.blob_id = new_inline_id()
 
     def _resolve_duplicate(self, item: PendingInstance, held, pending_first: bool = False) -> None:
         """Identical content: success, no change. Otherwise the duplicate policy decides."""

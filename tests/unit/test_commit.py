@@ -128,6 +128,23 @@ def test_same_instance_twice_in_one_batch(archive):
         other.future.result()
 
 
+def test_copies_submitted_at_once_are_judged_by_the_index(archive):
+    """Small instances go from submit() straight to the indexer: copies of one instance sent
+    at once are told apart by the index transactions, not by the writer stage."""
+    uid = generate_uid()
+    pending = [
+        archive.store.prepare(encoded(uid, pixel=pixel), ExplicitVRLittleEndian)
+        for pixel in (b"\x01" * 64, b"\x01" * 64, b"\x02" * 64)
+    ]
+    assert all(archive.index.keeps_inline(sum(len(c) for c in p.chunks)) for p in pending)
+    futures = [archive.committer.submit(p) for p in pending]
+    outcomes = [f.exception() or f.result().result for f in futures]
+    assert sorted(map(str, outcomes[:2])) == [DUPLICATE, STORED]
+    assert isinstance(outcomes[2], DuplicateInstanceError)
+    held = archive.index.get_instance(uid)
+    assert archive.blobs.read(held.blob_id).endswith(b"\x01" * 64)
+
+
 def test_replace_never_moves_an_instance(archive):
     uid = generate_uid()
     archive.committer.duplicate_policy = "replace"
