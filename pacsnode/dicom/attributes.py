@@ -1,6 +1,7 @@
 """The attributes the index keeps per query level, and how their raw bytes become values."""
 from __future__ import annotations
 
+import functools
 import struct
 
 from pydicom.charset import decode_bytes
@@ -116,12 +117,18 @@ TAG_KEYWORD: dict[int, str] = {tag: kw for kw, (tag, _) in INDEXED.items()}
 
 def charset_encodings(raw: bytes | None) -> list[str]:
     """Python codecs for a raw Specific Character Set value (default repertoire: ASCII)."""
+    return list(_encodings(bytes(raw or b"")))
+
+
+@functools.lru_cache(maxsize=64)
+def _encodings(raw: bytes) -> tuple[str, ...]:
+    # Every stored instance asks; a node sees a handful of distinct values.
     if not raw:
-        return ["iso8859"]
+        return ("iso8859",)
     from pydicom.charset import convert_encodings
 
     terms = [t.strip() for t in raw.decode("ascii", "replace").strip(" \x00").split("\\")]
-    return convert_encodings(terms)
+    return tuple(convert_encodings(terms))
 
 
 def decode_value(raw: bytes, vr: str, encodings: list[str], little_endian: bool = True) -> str | int | float | list | None:

@@ -84,6 +84,7 @@ class LmdbIndex(Index):
             readahead=False,
             max_readers=512,
         )
+        self._page_size = self.env.stat()["psize"]
         self.db = {name: self.env.open_db(name.encode()) for name in _PLAIN}
         self.db.update({name: self.env.open_db(name.encode(), dupsort=True) for name in _DUPSORT})
         # Called as after_add(txn, records) inside the transaction that indexes a batch.
@@ -124,7 +125,7 @@ class LmdbIndex(Index):
         if size > INLINE_LIMIT:
             return False
         info = self.env.info()
-        return (info["last_pgno"] + 1) * self.env.stat()["psize"] < info["map_size"] // 2
+        return (info["last_pgno"] + 1) * self._page_size < info["map_size"] // 2
 
     def read_blob(self, blob_id: str) -> bytes:
         with self.env.begin() as txn:
