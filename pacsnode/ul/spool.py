@@ -14,14 +14,15 @@ SPOOL_THRESHOLD = 32 * 1024 * 1024
 
 
 class IncomingDataset:
-    """Fragments of one dataset, in memory or spooled behind its file meta, with its digest."""
+    """Fragments of one dataset, in memory or spooled behind its file meta; a C-STORE's with
+    its content digest (a query's or retrieve's identifier needs none)."""
 
     def __init__(self, archive: Archive, command: commands.Command, transfer_syntax: str, calling_aet: str) -> None:
         self.archive = archive
         self.command = command
         self.transfer_syntax = transfer_syntax
         self.calling_aet = calling_aet
-        self.digest = content_digest(transfer_syntax)
+        self.digest = content_digest(transfer_syntax) if command.field == commands.C_STORE_RQ else None
         self.fragments: list[memoryview] = []
         self.size = 0
         self.spool: Path | None = None
@@ -29,7 +30,8 @@ class IncomingDataset:
         self.meta_length = 0
 
     def add(self, fragment: memoryview) -> None:
-        self.digest.update(fragment)
+        if self.digest is not None:
+            self.digest.update(fragment)
         self.size += len(fragment)
         if self._fd is None:
             self.fragments.append(fragment)
