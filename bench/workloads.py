@@ -298,21 +298,26 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str)
             "failed_runs": sum(not r["ok"] for r in runs if not r["warmup"])}
 
 
-def reference_sender(ctx: Context, manifest: dict, null: StoreScp) -> dict:
-    """The same study sent by storescu from its files over one association to the discarding
-    storescp, timed like movescu (process start included): DCMTK's own sender into the same
-    receiver, for scale."""
+def reference_sender(ctx: Context, manifest: dict, receiver: StoreScp) -> dict:
+    """The same study sent by storescu from its files over one association to the same
+    storescp a C-MOVE goes to, timed like movescu (process start included): DCMTK's own
+    sender into the same receiver, for scale."""
+    label = "storescp --ignore" if receiver.discard else "storescp writing files"
     runs = []
     for k in range(ctx.rounds + 1):
         study = manifest["studies"][k % len(manifest["studies"])]
+        if not receiver.discard:
+            receiver.clear()
         settle(min(ctx.settle, 1.0))
-        wall, codes = clients.run_storescu(null.aet, null.port, [[os.path.join(manifest["root"], study["dir"])]],
+        wall, codes = clients.run_storescu(receiver.aet, receiver.port, [[os.path.join(manifest["root"], study["dir"])]],
                                            ctx.logs, f"reference-sender-{k}")
-        ok = codes == [0]
+        ok = codes == [0] and (receiver.discard or receiver.count() == study["n"])
         runs.append({"warmup": k == 0, "wall_s": wall, "inst_per_s": study["n"] / wall,
                      "MB_per_s": study["bytes"] / wall / MB, "ok": ok})
-        ctx.log(f"storescu to storescp --ignore{' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
+        ctx.log(f"storescu to {label}{' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
                 f"{study['n'] / wall:.0f} inst/s{'' if ok else ' FAILED'}")
+        if not ok:
+            ctx.problem(f"storescu to {label}: exit codes {codes}")
     good = [r for r in runs if r["ok"] and not r["warmup"]]
     return {"runs": runs, "instances": manifest["studies"][0]["n"], "inst_per_s": summarize(r["inst_per_s"] for r in good),
             "MB_per_s": summarize(r["MB_per_s"] for r in good), "ok_runs": len(good)}
@@ -330,7 +335,8 @@ def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -
             res = {"archive": name, "instances": ct["n_instances"], "studies": len(ct["studies"]), "corpus": "ct"}
             res.update(guarded(ctx, f"query/retrieve on {name}", _query_retrieve_one, ctx, name, ct, queries, dest, null))
             out.append(res)
-        out.append({"archive": "storescu sending the files", "move_discard": reference_sender(ctx, ct, null)})
+        out.append({"archive": "storescu sending the files", "move": reference_sender(ctx, ct, dest),
+                    "move_discard": reference_sender(ctx, ct, null)})
     finally:
         dest.stop(clean=True)
         null.stop(clean=True)
