@@ -105,7 +105,7 @@ def _flat_keys(data: bytes, implicit: bool) -> list[_Key] | None:
         known = _KEYS.get(tag)
         if known is None or tag <= previous or (vr is not None and vr != known[1]):
             return None
-        if not raw.isascii() or b"\x1b" in raw:
+        if not flat.is_binary(known[1]) and (not raw.isascii() or b"\x1b" in raw):
             return None
         previous = tag
         try:

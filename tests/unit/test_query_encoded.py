@@ -119,6 +119,7 @@ def test_random_identifiers_answer_as_the_pydicom_path(archive, views, implicit,
         model_root = rng.choice(["PATIENT", "STUDY"])
         level = rng.choice(LEVELS if model_root == "PATIENT" else LEVELS[1:])
         data = _encode(_identifier(rng, views, level), implicit)
+        assert query_encoded._flat_keys(data, implicit) is not None  # flat ASCII keys: this path
         expected = _outcome(lambda: _pydicom_path(archive, data, implicit, model_root))
         got = _outcome(lambda: list(fast.find(data, implicit, True, model_root)))
         if isinstance(got, list) and expected == (ValueError, BAD_HELD):
@@ -129,8 +130,9 @@ def test_random_identifiers_answer_as_the_pydicom_path(archive, views, implicit,
         assert got == expected, f"identifier {n}: {decode_dataset(data, implicit, True)}"
         answered += len(got) if isinstance(got, list) else 0
     assert answered > 2000
-    # Only identifiers answered with a value outside ASCII took the pydicom path.
-    assert len(fallbacks) < 60
+    # Only responses holding a stored value outside ASCII (a few corpus files in other
+    # character sets) went through pydicom.
+    assert len(fallbacks) < 20
 
 
 def _with(**keys) -> Dataset:
