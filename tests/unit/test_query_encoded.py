@@ -202,3 +202,31 @@ def test_plain_values_read_as_pydicom_reads_them(vr):
             warnings.simplefilter("ignore")
             expected = convert_value(vr, element)
         assert query_encoded.key_value(0x00100010, vr, raw, True) == str(expected), raw
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
+def test_damaged_identifiers_fail_or_answer_alike(archive, implicit):
+    """Cut, flipped and spliced identifiers: the encoded path never fails where the pydicom
+    path answers, and answers the same wherever both answer."""
+    rng = random.Random(7 + implicit)
+    base = _encode(_with(PatientID="", StudyDate="", ModalitiesInStudy="", NumberOfStudyRelatedInstances=""), implicit)
+    fast = EncodedFind(archive.query)
+    compared = 0
+    for _ in range(1000):
+        data = bytearray(base)
+        roll = rng.random()
+        if roll < 0.3:
+            data = data[: rng.randrange(len(data))]
+        elif roll < 0.8:
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        else:
+            at = rng.randrange(len(data))
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        data = bytes(data)
+        expected = _outcome(lambda: _pydicom_path(archive, data, implicit, "STUDY"))
+        got = _outcome(lambda: list(fast.find(data, implicit, True, "STUDY")))
+        if isinstance(expected, list):
+            assert got == expected, data
+            compared += 1
+    assert compared > 100
