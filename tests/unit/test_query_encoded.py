@@ -107,6 +107,7 @@ def _identifier(rng: random.Random, views: dict, level: str) -> Dataset:
     return ds
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's validator on wildcards ('EXT*' as CS)
 @pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
 def test_random_identifiers_answer_as_the_pydicom_path(archive, views, implicit, monkeypatch):
     fast = EncodedFind(archive.query)
@@ -204,6 +205,7 @@ def test_plain_values_read_as_pydicom_reads_them(vr):
         assert query_encoded.key_value(0x00100010, vr, raw, True) == str(expected), raw
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's on every damaged element
 @pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
 def test_damaged_identifiers_fail_or_answer_alike(archive, implicit):
     """Cut, flipped and spliced identifiers: the encoded path never fails where the pydicom
