@@ -115,6 +115,16 @@ SCAN_TAGS: tuple[int, ...] = tuple(sorted({t for t, _ in INDEXED.values()} | {TA
 TAG_KEYWORD: dict[int, str] = {tag: kw for kw, (tag, _) in INDEXED.items()}
 
 
+def key_level(keyword: str) -> str | None:
+    """The query level an indexed or computed key belongs to; None for other keys."""
+    return KEYWORD_LEVEL.get(keyword) or COMPUTED_KEYS.get(keyword)
+
+
+def levels_up_to(level: str) -> tuple[str, ...]:
+    """The levels at and above ``level``: those whose keys a query at ``level`` matches on."""
+    return LEVELS[: LEVELS.index(level) + 1]
+
+
 def charset_encodings(raw: bytes | None) -> list[str]:
     """Python codecs for a raw Specific Character Set value (default repertoire: ASCII)."""
     return list(_encodings(bytes(raw or b"")))

@@ -9,7 +9,7 @@ from pydicom import Dataset, dcmread
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 
-from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, KEYWORD_LEVEL, LEVELS
+from pacsnode.dicom.attributes import INDEXED, KEYWORD_LEVEL, LEVELS, key_level, levels_up_to
 from pacsnode.dicom.matching import Matcher, build_matcher
 from pacsnode.errors import InvalidQueryError
 from pacsnode.index.base import Index
@@ -29,16 +29,11 @@ def query_level(identifier: Mapping, model_root: str) -> str:
     return level
 
 
-def key_level(keyword: str) -> str | None:
-    """The query level an indexed or computed key belongs to; None for other keys."""
-    return KEYWORD_LEVEL.get(keyword) or COMPUTED_KEYS.get(keyword)
-
-
 def build_matchers(identifier: Iterable, level: str) -> dict[str, Matcher]:
     """Matchers for the indexed and computed keys at or above ``level``; other keys are
     return keys only (universal matching, as PS3.4 C.2.2.1 allows for optional keys).
     ``identifier`` yields elements with pydicom's ``keyword``, ``VR`` and ``value``."""
-    allowed = LEVELS[: LEVELS.index(level) + 1]
+    allowed = levels_up_to(level)
     matchers: dict[str, Matcher] = {}
     for elem in identifier:
         kw = elem.keyword
@@ -69,7 +64,7 @@ class QueryService:
 
     def response(self, identifier: Dataset, level: str, view: dict) -> Dataset:
         """The response identifier for one matching view: exactly the keys asked."""
-        allowed = LEVELS[: LEVELS.index(level) + 1]
+        allowed = levels_up_to(level)
         rsp = Dataset()
         from_file: list[int] = []
         for elem in identifier:

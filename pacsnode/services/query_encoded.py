@@ -20,8 +20,8 @@ from pydicom.values import convert_value
 
 from pacsnode.dicom import flat
 from pacsnode.dicom.codec import decode_dataset, encode_dataset
-from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, LEVELS
-from pacsnode.services.query import QueryService, element_value, key_level, build_matchers, query_level
+from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, key_level, levels_up_to
+from pacsnode.services.query import QueryService, build_matchers, element_value, query_level
 
 _CONTROL = ("QueryRetrieveLevel", "SpecificCharacterSet", "RetrieveAETitle", "InstanceAvailability")
 # tag -> (keyword, VR) of every key this path answers.
@@ -79,7 +79,7 @@ class EncodedFind:
 
     def _slots(self, keys: list[_Key], level: str, implicit: bool) -> list[_Slot]:
         """The response's elements in tag order, the same the pydicom path writes."""
-        allowed = LEVELS[: LEVELS.index(level) + 1]
+        allowed = levels_up_to(level)
         slots = [_constant(_TAG_LEVEL, "CS", level, implicit)]
         for key in keys:
             if key.keyword == "SpecificCharacterSet":

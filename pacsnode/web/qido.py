@@ -18,7 +18,7 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 
-from pacsnode.dicom.attributes import COMPUTED_KEYS, KEYWORD_LEVEL, LEVEL_ATTRIBUTES, LEVELS
+from pacsnode.dicom.attributes import COMPUTED_KEYS, LEVEL_ATTRIBUTES, LEVELS, key_level, levels_up_to
 from pacsnode.errors import PacsError
 from pacsnode.services.query import build_matchers
 from pacsnode.web.app import ARCHIVE, DICOMWEB_ROOT, base_url, run_blocking
@@ -165,12 +165,11 @@ def _query_value(kw: str, vr: str, value: str, fuzzy: bool) -> str:
 
 def _fast(keys: list[str], level: str) -> bool:
     """Whether the index holds every key to return (no file is read)."""
-    allowed = LEVELS[: LEVELS.index(level) + 1]
+    allowed = levels_up_to(level)
     for kw in keys:
         if kw in _SPECIAL:
             continue
-        where = KEYWORD_LEVEL.get(kw) or COMPUTED_KEYS.get(kw)
-        if where not in allowed:
+        if key_level(kw) not in allowed:
             return False
     return True
 

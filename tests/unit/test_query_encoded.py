@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.values import convert_value
 
 from pacsnode.config import NodeConfig
-from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, KEYWORD_LEVEL, LEVELS
+from pacsnode.dicom.attributes import COMPUTED_KEYS, INDEXED, LEVELS, key_level, levels_up_to
 from pacsnode.dicom.codec import decode_dataset, encode_dataset
 from pacsnode.errors import DuplicateInstanceError, PacsError
 from pacsnode.services import query_encoded
@@ -96,8 +96,7 @@ def _identifier(rng: random.Random, views: dict, level: str) -> Dataset:
     held = views[level]
     for keyword in rng.sample(KEYS, rng.randint(1, 12)):
         vr = dictionary_VR(tag_for_keyword(keyword))
-        key_level = KEYWORD_LEVEL.get(keyword) or COMPUTED_KEYS.get(keyword)
-        values = [view.get(keyword) for view in held] if key_level in LEVELS[: LEVELS.index(level) + 1] else []
+        values = [view.get(keyword) for view in held] if key_level(keyword) in levels_up_to(level) else []
         value = _random_value(rng, keyword, vr, values)
         try:
             setattr(ds, keyword, value if value != "" or vr not in ("US", "SS", "UL", "SL") else None)
