@@ -41,7 +41,7 @@ class GroupCommitter:
         self._indexer.start()
 
     def submit(self, pending: PendingInstance) -> Future:
-        if pending.chunks is not None and self.index.keeps_inline(sum(len(c) for c in pending.chunks)):
+        if self._fits_inline(pending):
             # Nothing to write before the index transaction: straight to the indexer, which
             # also tells a duplicate (held, or earlier in the same transaction).
             self._keep_inline(pending)
@@ -157,7 +157,7 @@ class GroupCommitter:
         for item in items:
             if item.chunks is None:
                 continue
-            if self.index.keeps_inline(sum(len(c) for c in item.chunks)):
+            if self._fits_inline(item):
                 self._keep_inline(item)
             else:
                 to_segments.append(item)
@@ -166,6 +166,9 @@ class GroupCommitter:
         for item in items:
             if item.spooled is not None:
                 item.record.blob_id = self.blobs.adopt(item.spooled)
+
+    def _fits_inline(self, item: PendingInstance) -> bool:
+        return item.chunks is not None and self.index.keeps_inline(sum(len(c) for c in item.chunks))
 
     @staticmethod
     def _keep_inline(item: PendingInstance) -> None:
