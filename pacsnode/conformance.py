@@ -28,7 +28,10 @@ _BEHAVIOUR = """\
 - The node accepts associations whose Called AE Title equals its own AE title
   (`--ae-title`, default `PACSNODE`); any other is rejected (A-ASSOCIATE-RJ, permanent,
   reason 7 "called AE title not recognized"). Any Calling AE Title may store, query and
-  retrieve; C-MOVE destinations must be configured (`--remote AET=HOST:PORT`).
+  retrieve; C-MOVE destinations must be configured (`--remote AET=HOST:PORT`). One
+  configured with `;associations=N` receives a C-MOVE over up to N associations at once,
+  each sending the next instance when it is free (associations served by pynetdicom, such
+  as those negotiating User Identity, send over one).
 - Maximum PDU length received: 4 MiB. TCP_NODELAY is set on every connection.
 
 ### Storage SCP
@@ -78,8 +81,8 @@ _WORKFLOW = """\
 - N-ACTION (Action Type 1, Request Storage Commitment) on the well-known instance
   1.2.840.10008.1.20.1.1 is answered at once (0000; 0123 for another action type, 0114 without
   Transaction UID, 0115 with an empty Referenced SOP Sequence).
-- Each referenced instance is read back from storage and its SHA-256 over transfer syntax and
-  dataset bytes compared with the digest recorded when it was stored; only a match is
+- Each referenced instance is read back from storage and its content digest (XXH3-128; SHA-256
+  for records from before it) over transfer syntax and dataset bytes compared with the digest recorded when it was stored; only a match is
   committed. Failure Reasons: 0112 (not held), 0119 (another SOP class), 0110 (bytes differ or
   unreadable). A quarantined instance (identity under reconciliation) is held and committed.
 - The N-EVENT-REPORT (Event Type ID 1: all committed, 2: some failed) is sent on the same

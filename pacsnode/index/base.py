@@ -20,7 +20,7 @@ class InstanceRecord:
     transfer_syntax: str
     blob_id: str
     size: int
-    sha256: str
+    digest: str  # services.digest: of the transfer syntax and dataset bytes
     attrs: dict = field(default_factory=dict)
     stored_at: float = 0.0
     # The identity check's outcome when it needs recording (services.identity): e.g.

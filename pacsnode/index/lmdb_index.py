@@ -179,7 +179,7 @@ class LmdbIndex(Index):
                 ts=record.transfer_syntax,
                 blob=record.blob_id,
                 size=record.size,
-                sha=record.sha256,
+                sha=record.digest,
                 t=record.stored_at or time.time(),
             )
             txn.put(key, _pack(new), db=self.db["instances"])
@@ -350,7 +350,7 @@ class LmdbIndex(Index):
             "ts": rec.transfer_syntax,
             "blob": rec.blob_id,
             "size": rec.size,
-            "sha": rec.sha256,
+            "sha": rec.digest,  # the key predates XXH3: any content digest
             "t": rec.stored_at or time.time(),
         }
 
@@ -371,7 +371,7 @@ class LmdbIndex(Index):
             transfer_syntax=d["ts"],
             blob_id=d["blob"],
             size=d["size"],
-            sha256=d["sha"],
+            digest=d["sha"],
             attrs=d["qa"] if d.get("q") is not None else d["a"],
             stored_at=d["t"],
             identity=d.get("q"),

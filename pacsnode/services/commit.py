@@ -17,6 +17,7 @@ from concurrent.futures import Future
 
 from pacsnode.errors import DuplicateInstanceError
 from pacsnode.index.base import Index
+from pacsnode.services.digest import chunks_digest, part10_digest, same_kind
 from pacsnode.services.store import DUPLICATE, REPLACED, STORED, PendingInstance, StoreOutcome
 from pacsnode.storage.base import BlobStore
 from pacsnode.storage.inline import new_inline_id
@@ -179,7 +180,7 @@ class GroupCommitter:
     def _resolve_duplicate(self, item: PendingInstance, held, pending_first: bool = False) -> None:
         """Identical content: success, no change. Otherwise the duplicate policy decides."""
         record = item.record
-        if held.sha256 == record.sha256:
+        if _same_content(held, item):
             if pending_first:
                 return  # resolved with the first one's outcome once that is committed
             item.future.set_result(StoreOutcome(DUPLICATE, held))
@@ -202,6 +203,17 @@ class GroupCommitter:
     def _discard(item: PendingInstance) -> None:
         if item.spooled is not None:
             item.spooled.unlink(missing_ok=True)
+
+
+def _same_content(held, item: PendingInstance) -> bool:
+    """Whether a newcomer holds the content of the held record (hashed the held one's way:
+    records from before XXH3 carry SHA-256)."""
+    record = item.record
+    if same_kind(held.digest, record.digest):
+        return held.digest == record.digest
+    if item.spooled is not None:
+        return part10_digest(item.spooled, record.transfer_syntax, like=held.digest) == held.digest
+    return chunks_digest(item.chunks[1:], record.transfer_syntax, like=held.digest) == held.digest
 
 
 def _fail(batch: list[PendingInstance], exc: BaseException) -> None:

@@ -1,7 +1,7 @@
 """Storage Commitment (PS3.4 Annex J): is every referenced instance really held?
 
 Each instance is looked up in the index and its stored bytes are read back and hashed the
-way they were hashed on arrival (``content_digest``: transfer syntax + dataset bytes); only
+way they were hashed on arrival (``services.digest``: transfer syntax + dataset bytes); only
 an instance whose digest still matches the one recorded at store time is committed. A
 quarantined instance (identity under reconciliation) is held, so it is committed too.
 """
@@ -10,21 +10,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from pacsnode._native import header
 from pacsnode.dicom.status import (
     CLASS_INSTANCE_CONFLICT,
     NO_SUCH_OBJECT_INSTANCE,
     PROCESSING_FAILURE,
 )
 from pacsnode.index.base import Index, InstanceRecord
-from pacsnode.services.store import content_digest
+from pacsnode.services.digest import part10_digest
 from pacsnode.storage.base import BlobStore
 
 LOGGER = logging.getLogger(__name__)
-
-# PS3.4 J.3.3.1.1 Failure Reason (0008,1197) values.
-
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -36,21 +31,9 @@ class CommitmentResult:
 
 
 def stored_digest(blobs: BlobStore, record: InstanceRecord) -> str:
-    """Re-read the stored Part 10 blob and hash it as ``StoreService.prepare`` did."""
-    digest = content_digest(record.transfer_syntax)
+    """Re-read the stored Part 10 blob and hash it the way its recorded digest was made."""
     path = blobs.local_path(record.blob_id)
-    if path is None:
-        raw = blobs.read(record.blob_id)
-        _, offset = header.read_file_meta(raw)
-        digest.update(memoryview(raw)[offset:])
-        return digest.hexdigest()
-    with open(path, "rb") as fh:
-        head = fh.read(64 * 1024)
-        _, offset = header.read_file_meta(head)
-        digest.update(memoryview(head)[offset:])
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return part10_digest(path or blobs.read(record.blob_id), record.transfer_syntax, like=record.digest)
 
 
 def verify(index: Index, blobs: BlobStore, references: list[tuple[str, str]]) -> CommitmentResult:
@@ -66,7 +49,7 @@ def verify(index: Index, blobs: BlobStore, references: list[tuple[str, str]]) ->
             result.failed.append((class_uid, uid, CLASS_INSTANCE_CONFLICT))
             continue
         try:
-            intact = stored_digest(blobs, record) == record.sha256
+            intact = stored_digest(blobs, record) == record.digest
         except Exception:  # unreadable blob: not committed, and worth a loud log line
             LOGGER.exception("storage commitment: cannot read back instance %s", uid)
             intact = False

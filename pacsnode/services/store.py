@@ -6,7 +6,6 @@ instances that arrived meanwhile. ``store`` returns only once the instance is du
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -20,6 +19,7 @@ from pacsnode.dicom.meta import build_file_meta
 from pacsnode.dicom.syntax import encoding_of, inflated
 from pacsnode.errors import MissingAttributeError
 from pacsnode.index.base import InstanceRecord
+from pacsnode.services.digest import chunks_digest
 
 LOGGER = logging.getLogger(__name__)
 
@@ -45,11 +45,6 @@ class PendingInstance:
     chunks: list[bytes | memoryview] | None = None
     spooled: Path | None = None
     future: Future = field(default_factory=Future)
-
-
-def content_digest(transfer_syntax: str) -> "hashlib._Hash":
-    """The checksum that identifies an instance's content: syntax and dataset bytes."""
-    return hashlib.sha256(transfer_syntax.encode() + b"\x00")
 
 
 def index_attributes(dataset: bytes | memoryview, transfer_syntax: str) -> dict:
@@ -79,14 +74,14 @@ class StoreService:
         sop_instance_uid: str | None = None,
         source_ae: str | None = None,
         *,
-        sha256: str | None = None,
+        digest: str | None = None,
         spooled: Path | None = None,
         check_identity: bool = True,
     ) -> PendingInstance:
         """Scan and validate one encoded dataset (without File Meta).
 
         ``spooled``: the dataset is already in this file behind the file meta built from the
-        request's UIDs (a large instance received in pieces), and ``sha256`` its digest.
+        request's UIDs (a large instance received in pieces), and ``digest`` its content digest.
         The identity check (if configured) may coerce the header (re-encoded, recorded) or
         mark the instance for quarantine.
         """
@@ -103,13 +98,11 @@ class StoreService:
 
             dataset = recode_dataset(dataset, transfer_syntax, decision.changes, "COERCE")
             attrs = index_attributes(dataset, transfer_syntax)
-            sha256 = None
+            digest = None
             if spooled is not None:
                 spooled = self._respool(spooled, dataset, attrs, transfer_syntax, source_ae)
-        if sha256 is None:
-            digest = content_digest(transfer_syntax)
-            digest.update(dataset)
-            sha256 = digest.hexdigest()
+        if digest is None:
+            digest = chunks_digest([dataset], transfer_syntax)
         record = InstanceRecord(
             sop_instance_uid=attrs["SOPInstanceUID"],
             sop_class_uid=attrs["SOPClassUID"],
@@ -119,7 +112,7 @@ class StoreService:
             transfer_syntax=transfer_syntax,
             blob_id="",
             size=len(dataset),
-            sha256=sha256,
+            digest=digest,
             attrs=attrs,
             stored_at=time.time(),
             identity=decision.note if decision is not None else None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pacsnode.dicom.meta import build_file_meta
 from pacsnode.services.archive import Archive
-from pacsnode.services.store import content_digest
+from pacsnode.services.digest import content_digest
 from pacsnode.ul import commands
 
 # Datasets above this size go to a spool file as they arrive instead of staying in memory.

@@ -78,7 +78,7 @@ def test_verify_reads_large_instances_from_their_files(archive, monkeypatch):
     from pacsnode.dicom.meta import build_file_meta
 
     path.write_bytes(build_file_meta(SECONDARY_CAPTURE, uid, ExplicitVRLittleEndian) + data)
-    pending = archive.store.prepare(data, ExplicitVRLittleEndian, spooled=path, sha256=None)
+    pending = archive.store.prepare(data, ExplicitVRLittleEndian, spooled=path, digest=None)
     archive.committer.submit(pending).result()
     record = archive.index.get_instance(uid)
     assert archive.blobs.local_path(record.blob_id) is not None
