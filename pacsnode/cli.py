@@ -13,7 +13,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from pacsnode import __version__, workflow_cli
-from pacsnode.config import DUPLICATE_POLICIES, IDENTITY_POLICIES, ConfigError, NodeConfig, Remote, load_toml
+from pacsnode.config import (
+    DUPLICATE_POLICIES, IDENTITY_POLICIES, MAX_ASSOCIATIONS, REMOTE_OPTIONS, ConfigError, NodeConfig, Remote, load_toml,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="DICOM port (default 11112)")
     serve.add_argument("--http-port", type=int, help="DICOMweb and viewer HTTP port (default 8042; 0: no HTTP)")
     serve.add_argument(
-        "--remote", action="append", metavar="AET=HOST:PORT", help="a peer we may send to (C-MOVE); repeatable"
+        "--remote", action="append", metavar="AET=HOST:PORT" + REMOTE_OPTIONS,
+        help=f"a peer we may send to (C-MOVE); with ;associations=N (1 to {MAX_ASSOCIATIONS}, default 1) a C-MOVE "
+        "there goes over N associations at once; repeatable",
     )
     serve.add_argument("--workers", type=int, help="worker processes (default: the number of cores)")
     serve.add_argument(
@@ -72,9 +76,9 @@ def _platform_values(values: dict, args: argparse.Namespace) -> None:
             values[key] = getattr(args, key)
     for key in ("ian", "mpps_forward"):
         listed = list(values.get(key, []) or []) + (getattr(args, key, None) or [])
-        values[key] = tuple(Remote.parse(r) for r in listed)
+        values[key] = tuple(Remote.parse(r, options=False) for r in listed)
     worklist = getattr(args, "worklist", None) or values.get("worklist")
-    values["worklist"] = Remote.parse(worklist) if worklist else None
+    values["worklist"] = Remote.parse(worklist, options=False) if worklist else None
 
 
 def build_config(args: argparse.Namespace) -> NodeConfig:

@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DUPLICATE_POLICIES = ("reject", "replace")
 IDENTITY_POLICIES = ("quarantine", "coerce", "off")
 _AET_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+# What may follow AET=HOST:PORT in --remote, and its bound.
+REMOTE_OPTIONS = "[;associations=N]"
+MAX_ASSOCIATIONS = 16
 
 
 class ConfigError(ValueError):
@@ -23,15 +26,33 @@ class Remote:
     ae_title: str
     host: str
     port: int
+    # How many associations a C-MOVE to this peer may send over at once.
+    associations: int = 1
 
     @classmethod
-    def parse(cls, text: str) -> "Remote":
-        """Parse ``AET=HOST:PORT``."""
-        aet, sep, addr = text.partition("=")
+    def parse(cls, text: str, options: bool = True) -> "Remote":
+        """Parse ``AET=HOST:PORT``, with ``;associations=N`` after it where ``options``."""
+        address, *extra = text.split(";")
+        aet, sep, addr = address.partition("=")
         host, sep2, port = addr.rpartition(":")
         if not (sep and sep2 and host and port.isdigit()):
-            raise ConfigError(f"remote {text!r}: expected AET=HOST:PORT")
-        return cls(validate_ae_title(aet.strip()), host, validate_port(int(port), "remote port"))
+            raise ConfigError(f"remote {text!r}: expected AET=HOST:PORT{REMOTE_OPTIONS if options else ''}")
+        if extra and not options:
+            raise ConfigError(f"remote {text!r}: options ({';'.join(extra)}) are for --remote only")
+        remote = cls(validate_ae_title(aet.strip()), host, validate_port(int(port), "remote port"))
+        return replace(remote, **dict(_remote_option(text, o) for o in extra))
+
+
+def _remote_option(text: str, option: str) -> tuple[str, int]:
+    name, _, value = option.partition("=")
+    name = name.strip()
+    if name != "associations":
+        raise ConfigError(f"remote {text!r}: unknown option {name!r} (known: associations=N)")
+    if not value.strip().isdigit():
+        raise ConfigError(f"remote {text!r}: associations={value!r} is not a number")
+    if not 1 <= int(value) <= MAX_ASSOCIATIONS:
+        raise ConfigError(f"remote {text!r}: associations={int(value)}: use 1 to {MAX_ASSOCIATIONS}")
+    return name, int(value)
 
 
 @dataclass(frozen=True)

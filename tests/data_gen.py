@@ -140,11 +140,12 @@ def _instance_dataset(study: Study, inst: Instance) -> Dataset:
     return ds
 
 
-def generate(folder: Path) -> GeneratedSet:
-    """Write the data set under ``folder`` (one file per instance) and describe it."""
+def generate(folder: Path, studies: tuple[Study, ...] = STUDIES) -> GeneratedSet:
+    """Write the data set (or other ``studies``) under ``folder``, one file per instance, and
+    describe it. A series holds at most 5 instances (times are made from the instance number)."""
     folder.mkdir(parents=True, exist_ok=True)
     out = GeneratedSet(folder)
-    for study in STUDIES:
+    for study in studies:
         n = study.key[1:]
         for s_index, (modality, count) in enumerate(study.series, start=1):
             series_uid = f"{UID_ROOT}2.{n}.{s_index}"

@@ -127,9 +127,10 @@ def started(make: Callable[[int], ServerProcess]) -> Iterator[Callable[..., Serv
 
 
 class Node(ServerProcess):
-    """`pacsnode serve` as a real process, restartable on the same data folder."""
+    """`pacsnode serve` as a real process, restartable on the same data folder. ``remotes``:
+    AE title -> port on 127.0.0.1, or ``"PORT;associations=N"`` (options after the port)."""
 
-    def __init__(self, data: Path, remotes: dict[str, int] | None = None, ae_title: str = "PACSNODE", extra: list[str] | None = None) -> None:
+    def __init__(self, data: Path, remotes: dict[str, int | str] | None = None, ae_title: str = "PACSNODE", extra: list[str] | None = None) -> None:
         super().__init__(data)
         self.port = free_port()
         self.ae_title = ae_title

@@ -1,18 +1,26 @@
 """C-MOVE with DCMTK's movescu to DCMTK storescp destinations, and C-GET with getscu.
 
 The node holds the generated set, with two instances of study S4 re-encoded by DCMTK (RLE,
-JPEG-LS) so that one study mixes compressed and uncompressed syntaxes.
+JPEG-LS) so that one study mixes compressed and uncompressed syntaxes, and a study S5 of 25
+instances that C-MOVEs go to destinations over three associations at once.
 """
 from __future__ import annotations
 
+import contextlib
+import re
+import socket
+import threading
+import time
 import warnings
+from collections import Counter
 
 import numpy as np
 
 import pytest
 from pydicom import dcmread
+from pynetdicom import AE, AllStoragePresentationContexts, evt
 
-from tests.data_gen import STUDIES
+from tests.data_gen import PATIENTS, STUDIES, Study, generate
 from tests.integration.helpers import (
     STUDY_ROOT_MOVE,
     DicomFile,
@@ -25,25 +33,44 @@ from tests.integration.helpers import (
     run,
     split_part10,
 )
-from tests.peers import StoreSCP, dcmtk
+from tests.peers import StoreSCP, dcmtk, free_port
 
 pytestmark = pytest.mark.integration
 
 S1, S2, S3, S4 = (s.uid for s in STUDIES)
 IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+# Sent over three associations at once: far more instances than the senders take at their
+# start (one each, and one read ahead).
+MANY = Study("S5", PATIENTS["P2"], "20220301", "101500", "ACC-2002", "CT many slices", (("CT", 5),) * 5)
+S5 = MANY.uid
+PARALLEL = 3
+# storescp's log with the process id on each line: which forked child (association) stored what.
+LOG_WITH_PID = """log4cplus.rootLogger = INFO, console
+log4cplus.appender.console = log4cplus::ConsoleAppender
+log4cplus.appender.console.ImmediateFlush = true
+log4cplus.appender.console.layout = log4cplus::PatternLayout
+log4cplus.appender.console.layout.ConversionPattern = %i %p: %m%n
+"""
 
 
 @pytest.fixture(scope="module")
 def archive(load_node, generated, tmp_path_factory):
     """(node, destinations, files stored): ALL accepts every syntax and writes what it
     receives bit for bit; IMPLICIT accepts Implicit VR Little Endian only; DOWN is known to
-    the node but never started."""
+    the node but never started. Over three associations at once: PARALLEL, like ALL but a
+    process per association (--fork) logging its process id; SLOW, pynetdicom answering
+    each C-STORE late; HALF, PARALLEL behind a relay that lets one association through."""
     folder = tmp_path_factory.mktemp("destinations")
+    (folder / "log.cfg").write_text(LOG_WITH_PID)
+    parallel = ["--fork", "-lc", str(folder / "log.cfg"), "+xa", "+B"]
     destinations = {
         "ALL": StoreSCP(folder / "all", ["+xa", "+B"], ae_title="ALL"),
         "IMPLICIT": StoreSCP(folder / "implicit", ["+xi", "+B"], ae_title="IMPLICIT"),
         "DOWN": StoreSCP(folder / "down", ae_title="DOWN"),
+        "PARALLEL": StoreSCP(folder / "parallel", parallel, ae_title="PARALLEL"),
+        "SLOW": SlowSCP("SLOW"),
     }
+    destinations["HALF"] = FirstOnlyRelay(destinations["PARALLEL"].port)
     encoded = {}
     for inst, (program, *options) in zip(generated.of_study("S4")[1:], (["dcmcrle"], ["dcmcjpls", "+el"])):
         out = folder / f"{inst.path.stem}-{program}.dcm"
@@ -52,7 +79,11 @@ def archive(load_node, generated, tmp_path_factory):
         encoded[inst.path] = out
     files = [describe(encoded.get(p, p)) for p in generated.paths]
     assert {f.transfer_syntax for f in files if f.study_uid == S4} == {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80"}
-    node, report = load_node(files, remotes={aet: scp.port for aet, scp in destinations.items()})
+    files += [describe(p) for p in generate(folder / "many", (MANY,)).paths]
+    remotes = {aet: d.port for aet, d in destinations.items()}
+    for aet in ("PARALLEL", "SLOW", "HALF"):
+        remotes[aet] = f"{remotes[aet]};associations={PARALLEL}"
+    node, report = load_node(files, remotes=remotes)
     assert len(report.succeeded()) == len(files), report.output
     yield node, destinations, files
     for scp in destinations.values():
@@ -61,19 +92,117 @@ def archive(load_node, generated, tmp_path_factory):
 
 @pytest.fixture
 def destination(archive):
-    """Start a destination for one test, with an empty folder."""
+    """Start a destination for one test (a storescp with an empty folder)."""
     started = []
 
-    def start(aet: str) -> StoreSCP:
-        scp = archive[1][aet]
-        scp.folder.mkdir(parents=True, exist_ok=True)
-        scp.clear()
-        started.append(scp.start())
-        return scp
+    def start(aet: str):
+        peer = archive[1][aet]
+        if isinstance(peer, StoreSCP):
+            peer.folder.mkdir(parents=True, exist_ok=True)
+            peer.clear()
+        started.append(peer.start())
+        return peer
 
     yield start
-    for scp in started:
-        scp.stop()
+    for peer in started:
+        peer.stop()
+
+
+class SlowSCP:
+    """pynetdicom's Storage SCP in this process, answering each C-STORE after ``DELAY``
+    seconds (so that a C-CANCEL finds work left), noting which association (the node's
+    port) brought each instance."""
+
+    DELAY = 0.03
+
+    def __init__(self, ae_title: str) -> None:
+        self.ae_title = ae_title
+        self.port = free_port()
+        self.received: dict[str, int] = {}
+        self.server = None
+
+    def start(self) -> "SlowSCP":
+        self.received.clear()
+        ae = AE(ae_title=self.ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        handlers = [(evt.EVT_C_STORE, self._on_store)]
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=handlers)
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    def _on_store(self, event) -> int:
+        time.sleep(self.DELAY)
+        self.received[event.request.AffectedSOPInstanceUID] = event.assoc.requestor.port
+        return 0x0000
+
+
+class FirstOnlyRelay:
+    """A destination that takes one association of several: the first connection is relayed
+    to ``target`` (a storescp), every later one is closed unanswered."""
+
+    def __init__(self, target: int) -> None:
+        self.port = free_port()
+        self.target = target
+        self.refused = 0
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> "FirstOnlyRelay":
+        self.refused = 0
+        self.stopped.clear()
+        listener = socket.create_server(("127.0.0.1", self.port))
+        listener.settimeout(0.1)
+        self.thread = threading.Thread(target=self._serve, args=(listener,), daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.stopped.set()
+            self.thread.join()
+            self.thread = None
+
+    def _serve(self, listener: socket.socket) -> None:
+        with listener:
+            relayed = False
+            while not self.stopped.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                if relayed:
+                    self.refused += 1
+                    conn.close()
+                    continue
+                relayed = True
+                conn.settimeout(None)
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                for source, sink in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError), source:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def stores_by_process(log: str) -> Counter:
+    """C-STORE requests per storescp process (one per association with --fork), from a log
+    written with LOG_WITH_PID. Not anchored at line starts: another process's progress dots
+    ("RECV: ...") may stand before a line."""
+    return Counter(re.findall(r"(?<!\d)(\d+) INFO: Received Store Request", log))
+
+
+def uid_list(value) -> list[str]:
+    """A multi-valued UID element as a list (pydicom gives a single value as a string)."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def of_study(files: list[DicomFile], study_uid: str) -> list[DicomFile]:
@@ -184,3 +313,80 @@ def test_getscu_study(archive, tmp_path):
     result = getscu(node, {"StudyInstanceUID": S3}, "STUDY", tmp_path)
     assert result.final == {"status": 0, "completed": 3, "failed": 0, "warning": 0, "remaining": 0}, result.output
     assert_same_bytes(received_by_uid(tmp_path), of_study(files, S3))
+
+
+# -- C-MOVE over several associations (the destination's ;associations=3) -----------------
+
+
+def test_movescu_over_three_associations(archive, destination):
+    """PARALLEL is a storescp forking a process per association: three of them each receive a
+    share of the study, and every instance arrives bit for bit."""
+    node, _, files = archive
+    study = of_study(files, S5)
+    scp = destination("PARALLEL")
+    since = len(scp.log_text())
+    result = movescu(node, "PARALLEL", {"StudyInstanceUID": S5})
+    assert result.final == {"status": 0, "completed": len(study), "failed": 0, "warning": 0}, result.output
+    assert_same_bytes(received_by_uid(scp.folder), study)
+    log = scp.log_text()[since:]
+    assert log.count("Association Acknowledged") == PARALLEL, log
+    per_process = stores_by_process(log)
+    assert len(per_process) == PARALLEL and sum(per_process.values()) == len(study), per_process
+
+
+def test_pending_counts_over_several_associations(archive, destination):
+    """Three senders share one tally: each pending response has one more completed
+    sub-operation than the one before, and remaining + completed is always the study."""
+    node, _, files = archive
+    study = of_study(files, S5)
+    scp = destination("SLOW")
+    with association(node, [STUDY_ROOT_MOVE]) as assoc:
+        responses = list(assoc.send_c_move(identifier("STUDY", StudyInstanceUID=S5), "SLOW", STUDY_ROOT_MOVE))
+    *pending, (final, _) = responses
+    assert [status.Status for status, _ in pending] == [0xFF00] * (len(study) - 1)
+    counts = [
+        (s.NumberOfRemainingSuboperations, s.NumberOfCompletedSuboperations, s.NumberOfFailedSuboperations, s.NumberOfWarningSuboperations)
+        for s, _ in pending
+    ]
+    assert counts == [(len(study) - n, n, 0, 0) for n in range(1, len(study))]
+    assert final.Status == 0x0000
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations, final.NumberOfWarningSuboperations) == (len(study), 0, 0)
+    assert sorted(scp.received) == sorted(f.sop_instance_uid for f in study)
+    assert len(set(scp.received.values())) == PARALLEL, "not sent over three associations"
+
+
+def test_c_cancel_stops_every_association(archive, destination):
+    """C-CANCEL after the first pending response: no sender takes another instance; the final
+    response (0xFE00) counts as remaining, and lists, exactly the instances never sent."""
+    node, _, files = archive
+    study = {f.sop_instance_uid for f in of_study(files, S5)}
+    scp = destination("SLOW")
+    with association(node, [STUDY_ROOT_MOVE]) as assoc:
+        responses = assoc.send_c_move(identifier("STUDY", StudyInstanceUID=S5), "SLOW", STUDY_ROOT_MOVE, msg_id=9)
+        status, _ = next(responses)
+        assert status.Status == 0xFF00
+        context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == STUDY_ROOT_MOVE)
+        assoc.send_c_cancel(9, context.context_id)
+        final, ident = list(responses)[-1]
+    assert final.Status == 0xFE00, final
+    remaining, completed = final.NumberOfRemainingSuboperations, final.NumberOfCompletedSuboperations
+    assert remaining > 0, "the cancel came too late to stop anything"
+    assert (final.NumberOfFailedSuboperations, final.NumberOfWarningSuboperations) == (0, 0)
+    assert completed + remaining == len(study)
+    never_sent = set(uid_list(ident.FailedSOPInstanceUIDList))
+    assert len(never_sent) == remaining and set(scp.received) == study - never_sent
+
+
+def test_move_when_only_some_associations_open(archive, destination):
+    """HALF lets one association of three through: the node sends the whole study over it."""
+    node, _, files = archive
+    study = of_study(files, S5)
+    scp = destination("PARALLEL")
+    relay = destination("HALF")
+    since = len(scp.log_text())
+    result = movescu(node, "HALF", {"StudyInstanceUID": S5})
+    assert result.final == {"status": 0, "completed": len(study), "failed": 0, "warning": 0}, result.output
+    assert_same_bytes(received_by_uid(scp.folder), study)
+    assert relay.refused == PARALLEL - 1
+    assert len(stores_by_process(scp.log_text()[since:])) == 1
+    node.wait_log(f"1 of {PARALLEL} associations with HALF opened")
