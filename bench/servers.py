@@ -147,10 +147,12 @@ class Server:
 
 
 class PacsNode(Server):
+    """`pacsnode serve`; ``remotes``: AE title -> port, or "PORT;associations=N" (--remote's options)."""
+
     name = "pacsnode"
     aet = "PACSNODE"
 
-    def __init__(self, workdir: Path, remotes: dict[str, int] | None = None, workers: int | None = None,
+    def __init__(self, workdir: Path, remotes: dict[str, int | str] | None = None, workers: int | None = None,
                  extra: list[str] | None = None) -> None:
         super().__init__(workdir, remotes)
         self.workers = workers

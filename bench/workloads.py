@@ -19,6 +19,8 @@ from bench.servers import DcmQrScp, Orthanc, PacsNode, PyNetDicomScp, Server, St
 from bench.wirefind import WireFind
 
 MB = 1e6
+# storescp accepts any called AE title: pacsnode's second name for the C-MOVE destination.
+TWO_ASSOCIATIONS = "MOVEDEST2"
 
 
 @dataclass
@@ -92,7 +94,7 @@ def precache(folders: list[str]) -> None:
                         pass
 
 
-def make_receiver(name: str, ctx: Context, workdir: Path, remotes: dict[str, int] | None = None) -> Server:
+def make_receiver(name: str, ctx: Context, workdir: Path, remotes: dict[str, int | str] | None = None) -> Server:
     if name == "pacsnode":
         return PacsNode(workdir, remotes, ctx.workers, ctx.pacsnode_args)
     if name == "storescp":
@@ -254,12 +256,13 @@ def load_archive(ctx: Context, srv: Server, manifest: dict, nassoc: int, tag: st
 # -- (3) C-MOVE and C-GET -------------------------------------------------------------------
 
 
-def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str) -> dict:
+def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str, move_to: str | None = None) -> dict:
     """One warm-up then ``rounds`` timed retrievals of a whole study, a different one each time.
 
     With a discarding ``dest`` (C-MOVE) or getscu ``--ignore`` (C-GET, when ``dest.discard``)
     nothing is written on the receiving side: the count is the completed sub-operations the
-    client reports."""
+    client reports. ``move_to``: another AE title the archive knows ``dest`` by (other options)."""
+    aet = move_to or dest.aet
     studies = manifest["studies"]
     first = 0 if op == "move" else ctx.rounds + 1
     runs = []
@@ -269,7 +272,7 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str)
             if not dest.discard:
                 dest.clear()
             settle(min(ctx.settle, 1.0))
-            wall, proc = clients.movescu(srv.aet, srv.port, dest.aet, study["study_uid"])
+            wall, proc = clients.movescu(srv.aet, srv.port, aet, study["study_uid"])
             got = clients.completed_suboperations(op, proc, study["n"]) if dest.discard else dest.count()
         elif dest.discard:
             settle(min(ctx.settle, 1.0))
@@ -285,11 +288,11 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str)
         ok = proc.returncode == 0 and got == study["n"]
         runs.append({"warmup": k == 0, "wall_s": wall, "inst_per_s": study["n"] / wall,
                      "MB_per_s": study["bytes"] / wall / MB, "received": got, "expected": study["n"], "ok": ok})
-        ctx.log(f"C-{op.upper()} {srv.name}{' (discarded)' if dest.discard else ''}"
+        ctx.log(f"C-{op.upper()} {srv.name}{f' to {aet}' if move_to else ''}{' (discarded)' if dest.discard else ''}"
                 f"{' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
                 f"{study['n'] / wall:.0f} inst/s, received {got}/{study['n']}{'' if ok else ' FAILED'}")
         if not ok:
-            ctx.problem(f"C-{op.upper()} from {srv.name}: received {got} of {study['n']}, exit "
+            ctx.problem(f"C-{op.upper()} from {srv.name} to {aet}: received {got} of {study['n']}, exit "
                         f"{proc.returncode}: {(proc.stdout + proc.stderr)[-400:]}")
     good = [r for r in runs if r["ok"] and not r["warmup"]]
     return {"runs": runs, "instances": studies[first % len(studies)]["n"],
@@ -335,6 +338,8 @@ def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -
             res = {"archive": name, "instances": ct["n_instances"], "studies": len(ct["studies"]), "corpus": "ct"}
             res.update(guarded(ctx, f"query/retrieve on {name}", _query_retrieve_one, ctx, name, ct, queries, dest, null))
             out.append(res)
+            if "move_two_associations" in res:
+                out.append({"archive": "pacsnode, 2 associations to the destination", "move": res.pop("move_two_associations")})
         out.append({"archive": "storescu sending the files", "move": reference_sender(ctx, ct, dest),
                     "move_discard": reference_sender(ctx, ct, null)})
     finally:
@@ -344,7 +349,11 @@ def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -
 
 
 def _query_retrieve_one(ctx: Context, name: str, ct: dict, queries: list[dict], dest: StoreScp, null: StoreScp) -> dict:
-    peers = {dest.aet: dest.port, null.aet: null.port}
+    peers: dict[str, int | str] = {dest.aet: dest.port, null.aet: null.port}
+    # pacsnode knows the file-writing storescp a second time, to C-MOVE there over 2 associations.
+    two_associations = name == "pacsnode" and pacsnode_has("serve", "associations=N")
+    if two_associations:
+        peers[TWO_ASSOCIATIONS] = f"{dest.port};associations=2"
     srv = make_receiver(name, ctx, ctx.work / f"qr-{name}", peers).start()
     try:
         settle(ctx.settle)
@@ -354,6 +363,8 @@ def _query_retrieve_one(ctx: Context, name: str, ct: dict, queries: list[dict], 
         res["get"] = retrieve(ctx, srv, ct, dest, "get")
         res["move_discard"] = retrieve(ctx, srv, ct, null, "move")
         res["get_discard"] = retrieve(ctx, srv, ct, null, "get")
+        if two_associations:
+            res["move_two_associations"] = retrieve(ctx, srv, ct, dest, "move", TWO_ASSOCIATIONS)
         return res
     finally:
         srv.stop(clean=True)
