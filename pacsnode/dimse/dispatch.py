@@ -82,7 +82,7 @@ class Dispatcher:
             return
         if request is not None and self.fast is not None and self._suits_fast_path(request):
             loop = asyncio.get_running_loop()
-            transport, _ = await loop.connect_accepted_socket(lambda: FastAssociation(self.fast), sock)
+            transport, _ = await loop.connect_accepted_socket(lambda: FastAssociation(self.fast, sock), sock)
             self.fast_associations.add(transport)
             if self.loads is not None:
                 self.loads.opened()

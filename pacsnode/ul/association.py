@@ -51,11 +51,13 @@ class FastPathContext:
 
 
 class FastAssociation(asyncio.Protocol):
-    def __init__(self, ctx: FastPathContext) -> None:
+    def __init__(self, ctx: FastPathContext, sock: socket.socket) -> None:
         self.ctx = ctx
         self.archive = ctx.archive
         self.transport: asyncio.Transport | None = None
-        self.sock = None
+        # The accepted socket itself (the transport owns and closes it), for TCP_QUICKACK:
+        # uvloop's get_extra_info("socket") builds a new socket object on every call to it.
+        self.sock = sock
         self.buf = bytearray()
         self.established = False
         self.calling = ""
@@ -85,7 +87,6 @@ class FastAssociation(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self.sock = transport.get_extra_info("socket")
         self.peer = transport.get_extra_info("peername") or ("?", 0)
         self._idle_handle = asyncio.get_running_loop().call_later(self.ctx.idle_timeout, self._check_idle)
 
@@ -342,13 +343,13 @@ class FastAssociation(asyncio.Protocol):
         store = self.archive.store
         args = (dataset.transfer_syntax, command.sop_class_uid, command.sop_instance_uid, self.calling)
         if dataset.spool is None:
-            return store.prepare(dataset.take(), *args, sha256=dataset.digest.hexdigest())
+            return store.prepare(dataset.take(), *args, digest=dataset.digest.value())
         dataset.finish_spool()
         with open(dataset.spool, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             # Only the pages of element headers are touched: pixel data is skipped by length.
             view = memoryview(mapped)[dataset.meta_length :]
             try:
-                return store.prepare(view, *args, sha256=dataset.digest.hexdigest(), spooled=dataset.spool)
+                return store.prepare(view, *args, digest=dataset.digest.value(), spooled=dataset.spool)
             finally:
                 view.release()
 

@@ -128,7 +128,7 @@ class _Recorder(FastAssociation):
     """The fast path's framing alone: every whole PDU it hands on, copied as it was then."""
 
     def __init__(self, max_pdu: int) -> None:
-        super().__init__(FastPathContext(archive=None, supported={}, max_pdu=max_pdu, idle_timeout=60))
+        super().__init__(FastPathContext(archive=None, supported={}, max_pdu=max_pdu, idle_timeout=60), sock=None)
         self.transport = _OpenTransport()
         self.seen: list[bytes] = []
 
