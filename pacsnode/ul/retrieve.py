@@ -42,6 +42,8 @@ _PREFETCH_LIMIT = 64 * 1024 * 1024
 
 
 class Sender(Protocol):
+    alive: bool
+
     def accepted_syntaxes(self, sop_class_uid: str) -> dict[str, int]: ...
 
     async def store(self, context_id: int, sop_class_uid: str, sop_instance_uid: str, dataset, originator, originator_id) -> int: ...
@@ -166,9 +168,12 @@ class Retrieval:
         if not self.assoc.connected:
             return None, None, None, None
         failed = progress.failed
+        unsent = [i.sop_instance_uid for i in progress.unsent]
         if progress.cancelled:
-            unsent = [i.sop_instance_uid for i in progress.unsent]
             return CANCEL, None, progress.counts(len(unsent)), self._failed_list(failed + unsent)
+        if unsent:
+            LOGGER.warning("retrieve: every association with the destination ended; %d instances not sent", len(unsent))
+            failed += unsent
         counts = progress.counts(None)
         if not failed and not progress.warnings:
             return SUCCESS, None, counts, None
@@ -180,7 +185,7 @@ class Retrieval:
         upcoming: tuple[InstanceRecord, asyncio.Future] | None = None
         try:
             while upcoming or progress.unsent:
-                if self._stopping(progress):
+                if self._stopping(progress) or not sender.alive:
                     return
                 inst, part10 = upcoming or self._take(progress)
                 upcoming = self._read_ahead(progress)
@@ -255,6 +260,10 @@ class GetSender:
                 if abstract == sop_class_uid and cx in self.assoc.scu_contexts
             }
         return accepted
+
+    @property
+    def alive(self) -> bool:
+        return self.assoc.connected
 
     async def store(self, context_id, sop_class_uid, sop_instance_uid, dataset, originator, originator_id) -> int | None:
         return await self.assoc.send_store(context_id, sop_class_uid, sop_instance_uid, dataset)

@@ -49,6 +49,7 @@ class _Client(asyncio.Protocol):
             del self.buf[: 6 + length]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
         self.pdus.put_nowait((None, b""))
 
 
@@ -91,6 +92,11 @@ class StoreSCU:
         )
         return cls(client, contexts, peer_max or 0, timeout)
 
+    @property
+    def alive(self) -> bool:
+        transport = self.client.transport
+        return transport is not None and not transport.is_closing()
+
     def accepted_syntaxes(self, sop_class_uid: str) -> dict[str, int]:
         """Transfer syntax -> context id, for the contexts accepted for this SOP class."""
         return {ts: cx for cx, (abstract, ts) in self.contexts.items() if abstract == sop_class_uid}
@@ -99,6 +105,8 @@ class StoreSCU:
         self, context_id: int, sop_class_uid: str, sop_instance_uid: str, dataset, originator: str | None, originator_id: int | None
     ) -> int:
         """One C-STORE sub-operation; returns the peer's status."""
+        if not self.alive:  # no answer could come: fail now, not after the timeout
+            raise ConnectionError("the association with the storage peer has ended")
         self.message_id = self.message_id % 65535 + 1
         command = commands.encode_store_request(self.message_id, sop_class_uid, sop_instance_uid, originator, originator_id)
         self.client.transport.writelines(
@@ -107,8 +115,17 @@ class StoreSCU:
         )
         parts = []
         while True:
-            pdu_type, raw = await asyncio.wait_for(self.client.pdus.get(), self.timeout)
+            try:
+                pdu_type, raw = await asyncio.wait_for(self.client.pdus.get(), self.timeout)
+            except asyncio.TimeoutError:
+                self.abort()  # a late answer would leave the association in an unknown state
+                raise
             if pdu_type != pdu.P_DATA_TF:
+                # Whatever it was, the association is over: no later instance may be sent on it.
+                if pdu_type == pdu.A_ABORT and self.client.transport is not None:
+                    self.client.transport.close()
+                else:
+                    self.abort()
                 raise ConnectionError(f"the storage peer sent PDU type {pdu_type} instead of a C-STORE-RSP")
             for _, is_command, last, fragment in pdu.iter_pdvs(memoryview(raw)[6:]):
                 if is_command:

@@ -59,7 +59,8 @@ def archive(load_node, generated, tmp_path_factory):
     receives bit for bit; IMPLICIT accepts Implicit VR Little Endian only; DOWN is known to
     the node but never started. Over three associations at once: PARALLEL, like ALL but a
     process per association (--fork) logging its process id; SLOW, pynetdicom answering
-    each C-STORE late; HALF, PARALLEL behind a relay that lets one association through."""
+    each C-STORE late; HALF, PARALLEL behind a relay that lets one association through.
+    QUITS (one association) and QUITS3 (three) abort once they hold a few instances."""
     folder = tmp_path_factory.mktemp("destinations")
     (folder / "log.cfg").write_text(LOG_WITH_PID)
     parallel = ["--fork", "-lc", str(folder / "log.cfg"), "+xa", "+B"]
@@ -69,7 +70,9 @@ def archive(load_node, generated, tmp_path_factory):
         "DOWN": StoreSCP(folder / "down", ae_title="DOWN"),
         "PARALLEL": StoreSCP(folder / "parallel", parallel, ae_title="PARALLEL"),
         "SLOW": SlowSCP("SLOW"),
+        "QUITS": AbortingSCP("QUITS"),
     }
+    destinations["QUITS3"] = destinations["QUITS"]
     destinations["HALF"] = FirstOnlyRelay(destinations["PARALLEL"].port)
     encoded = {}
     for inst, (program, *options) in zip(generated.of_study("S4")[1:], (["dcmcrle"], ["dcmcjpls", "+el"])):
@@ -81,7 +84,7 @@ def archive(load_node, generated, tmp_path_factory):
     assert {f.transfer_syntax for f in files if f.study_uid == S4} == {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80"}
     files += [describe(p) for p in generate(folder / "many", (MANY,)).paths]
     remotes = {aet: d.port for aet, d in destinations.items()}
-    for aet in ("PARALLEL", "SLOW", "HALF"):
+    for aet in ("PARALLEL", "SLOW", "HALF", "QUITS3"):
         remotes[aet] = f"{remotes[aet]};associations={PARALLEL}"
     node, report = load_node(files, remotes=remotes)
     assert len(report.succeeded()) == len(files), report.output
@@ -137,6 +140,27 @@ class SlowSCP:
     def _on_store(self, event) -> int:
         time.sleep(self.DELAY)
         self.received[event.request.AffectedSOPInstanceUID] = event.assoc.requestor.port
+        return 0x0000
+
+
+class AbortingSCP(SlowSCP):
+    """A destination that fails in the middle of a move: the association that brings it
+    another instance once it holds ``KEEP`` is aborted; any other association goes on."""
+
+    KEEP = 5
+
+    def start(self) -> "AbortingSCP":
+        self.lock = threading.Lock()
+        self.aborted = False
+        return super().start()
+
+    def _on_store(self, event) -> int:
+        with self.lock:
+            if len(self.received) >= self.KEEP and not self.aborted:
+                self.aborted = True
+                event.assoc.abort()
+                return 0xA700
+            self.received[event.request.AffectedSOPInstanceUID] = event.assoc.requestor.port
         return 0x0000
 
 
@@ -390,3 +414,23 @@ def test_move_when_only_some_associations_open(archive, destination):
     assert relay.refused == PARALLEL - 1
     assert len(stores_by_process(scp.log_text()[since:])) == 1
     node.wait_log(f"1 of {PARALLEL} associations with HALF opened")
+
+
+@pytest.mark.parametrize("aet", ["QUITS", "QUITS3"])
+def test_move_to_a_destination_that_aborts_midway(archive, destination, aet):
+    """The instance in flight on the aborted association fails; the others go over the
+    associations still open (QUITS3), or, when none is left (QUITS), fail at once and are
+    listed in the final response."""
+    node, _, files = archive
+    study = {f.sop_instance_uid for f in of_study(files, S5)}
+    scp = destination(aet)
+    started = time.monotonic()
+    with association(node, [STUDY_ROOT_MOVE]) as assoc:
+        responses = list(assoc.send_c_move(identifier("STUDY", StudyInstanceUID=S5), aet, STUDY_ROOT_MOVE))
+    final, ident = responses[-1]
+    assert time.monotonic() - started < 20, "the move waited for answers that could not come"
+    assert final.Status == 0xB000, final
+    completed, failed = final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations
+    assert completed == len(scp.received) and completed + failed == len(study)
+    assert failed == (1 if aet == "QUITS3" else len(study) - AbortingSCP.KEEP)
+    assert set(uid_list(ident.FailedSOPInstanceUIDList)) == study - set(scp.received)
