@@ -19,8 +19,9 @@ from bench.servers import DcmQrScp, Orthanc, PacsNode, PyNetDicomScp, Server, St
 from bench.wirefind import WireFind
 
 MB = 1e6
-# storescp accepts any called AE title: pacsnode's second name for the C-MOVE destination.
-TWO_ASSOCIATIONS = "MOVEDEST2"
+# storescp accepts any called AE title: pacsnode's second name for each C-MOVE destination
+# (file-writing, discarding), configured for 2 associations.
+TWO_ASSOCIATIONS = {"move": "MOVEDEST2", "move_discard": "MOVENULL2"}
 
 
 @dataclass
@@ -338,8 +339,8 @@ def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -
             res = {"archive": name, "instances": ct["n_instances"], "studies": len(ct["studies"]), "corpus": "ct"}
             res.update(guarded(ctx, f"query/retrieve on {name}", _query_retrieve_one, ctx, name, ct, queries, dest, null))
             out.append(res)
-            if "move_two_associations" in res:
-                out.append({"archive": "pacsnode, 2 associations to the destination", "move": res.pop("move_two_associations")})
+            if "two_associations" in res:
+                out.append({"archive": "pacsnode, 2 associations to the destination", **res.pop("two_associations")})
         out.append({"archive": "storescu sending the files", "move": reference_sender(ctx, ct, dest),
                     "move_discard": reference_sender(ctx, ct, null)})
     finally:
@@ -353,7 +354,8 @@ def _query_retrieve_one(ctx: Context, name: str, ct: dict, queries: list[dict], 
     # pacsnode knows the file-writing storescp a second time, to C-MOVE there over 2 associations.
     two_associations = name == "pacsnode" and pacsnode_has("serve", "associations=N")
     if two_associations:
-        peers[TWO_ASSOCIATIONS] = f"{dest.port};associations=2"
+        for receiver, aet in zip((dest, null), TWO_ASSOCIATIONS.values()):
+            peers[aet] = f"{receiver.port};associations=2"
     srv = make_receiver(name, ctx, ctx.work / f"qr-{name}", peers).start()
     try:
         settle(ctx.settle)
@@ -364,7 +366,10 @@ def _query_retrieve_one(ctx: Context, name: str, ct: dict, queries: list[dict], 
         res["move_discard"] = retrieve(ctx, srv, ct, null, "move")
         res["get_discard"] = retrieve(ctx, srv, ct, null, "get")
         if two_associations:
-            res["move_two_associations"] = retrieve(ctx, srv, ct, dest, "move", TWO_ASSOCIATIONS)
+            res["two_associations"] = {
+                key: retrieve(ctx, srv, ct, receiver, "move", TWO_ASSOCIATIONS[key])
+                for key, receiver in (("move", dest), ("move_discard", null))
+            }
         return res
     finally:
         srv.stop(clean=True)

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from pacsnode.ul.association import FastAssociation
 
 LOGGER = logging.getLogger(__name__)
-# Instances up to this size are read ahead while the one before is being sent.
+# Instances up to this size (shared among a C-MOVE's associations) are read ahead while the
+# one before is being sent.
 _PREFETCH_LIMIT = 64 * 1024 * 1024
 
 
@@ -63,6 +64,7 @@ class _Progress:
 
     unsent: deque[InstanceRecord]
     total: int
+    read_ahead_limit: int
     completed: int = 0
     warnings: int = 0
     failed: list[str] = field(default_factory=list)
@@ -160,7 +162,7 @@ class Retrieval:
 
     async def _suboperations(self, senders: list[Sender], instances: list[InstanceRecord], originator: str | None):
         """One task per sender, each taking the next instance when it is free."""
-        progress = _Progress(deque(instances), len(instances))
+        progress = _Progress(deque(instances), len(instances), _PREFETCH_LIMIT // len(senders))
         # A task group: a sender that fails unexpectedly stops the others.
         async with asyncio.TaskGroup() as group:
             for sender in senders:
@@ -208,7 +210,7 @@ class Retrieval:
     def _read_ahead(self, progress: _Progress) -> tuple[InstanceRecord, asyncio.Future] | None:
         """The next instance, taken and read while the current one travels and the peer answers
         (unless it is large: two of those in memory at once is too much)."""
-        if progress.unsent and progress.unsent[0].size <= _PREFETCH_LIMIT:
+        if progress.unsent and progress.unsent[0].size <= progress.read_ahead_limit:
             return self._take(progress)
         return None
 
