@@ -302,20 +302,22 @@ def retrieve(ctx: Context, srv: Server, manifest: dict, dest: StoreScp, op: str,
             "failed_runs": sum(not r["ok"] for r in runs if not r["warmup"])}
 
 
-def reference_sender(ctx: Context, manifest: dict, receiver: StoreScp) -> dict:
-    """The same study sent by storescu from its files over one association to the same
-    storescp a C-MOVE goes to, timed like movescu (process start included): DCMTK's own
-    sender into the same receiver, for scale."""
-    label = "storescp --ignore" if receiver.discard else "storescp writing files"
+def reference_sender(ctx: Context, manifest: dict, receiver: StoreScp, processes: int = 1) -> dict:
+    """The same study sent by storescu from its files to the same storescp a C-MOVE goes to,
+    timed like movescu (process start included): DCMTK's own sender into the same receiver,
+    for scale; over one association, or ``processes`` storescu at once, each with a share."""
+    label = ("storescp --ignore" if receiver.discard else "storescp writing files") + f", {processes} storescu"
     runs = []
     for k in range(ctx.rounds + 1):
         study = manifest["studies"][k % len(manifest["studies"])]
         if not receiver.discard:
             receiver.clear()
         settle(min(ctx.settle, 1.0))
-        wall, codes = clients.run_storescu(receiver.aet, receiver.port, [[os.path.join(manifest["root"], study["dir"])]],
-                                           ctx.logs, f"reference-sender-{k}")
-        ok = codes == [0] and (receiver.discard or receiver.count() == study["n"])
+        folder = os.path.join(manifest["root"], study["dir"])
+        files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+        wall, codes = clients.run_storescu(receiver.aet, receiver.port, clients.split(files, processes),
+                                           ctx.logs, f"reference-sender-{processes}-{k}")
+        ok = codes == [0] * processes and (receiver.discard or receiver.count() == study["n"])
         runs.append({"warmup": k == 0, "wall_s": wall, "inst_per_s": study["n"] / wall,
                      "MB_per_s": study["bytes"] / wall / MB, "ok": ok})
         ctx.log(f"storescu to {label}{' (warm-up)' if k == 0 else ''}: {wall:.2f} s, "
@@ -343,6 +345,8 @@ def query_retrieve(ctx: Context, archives: list[str], ct: dict, nqueries: int) -
                 out.append({"archive": "pacsnode, 2 associations to the destination", **res.pop("two_associations")})
         out.append({"archive": "storescu sending the files", "move": reference_sender(ctx, ct, dest),
                     "move_discard": reference_sender(ctx, ct, null)})
+        out.append({"archive": "storescu sending the files, 2 processes at once", "move": reference_sender(ctx, ct, dest, 2),
+                    "move_discard": reference_sender(ctx, ct, null, 2)})
     finally:
         dest.stop(clean=True)
         null.stop(clean=True)
