@@ -50,7 +50,7 @@ class FastPathContext:
     idle_timeout: float
 
 
-class FastAssociation(asyncio.Protocol):
+class FastAssociation(asyncio.BufferedProtocol):
     def __init__(self, ctx: FastPathContext, sock: socket.socket) -> None:
         self.ctx = ctx
         self.archive = ctx.archive
@@ -58,7 +58,10 @@ class FastAssociation(asyncio.Protocol):
         # The accepted socket itself (the transport owns and closes it), for TCP_QUICKACK:
         # uvloop's get_extra_info("socket") builds a new socket object on every call to it.
         self.sock = sock
-        self.buf = bytearray()
+        self.head = bytearray(6)  # the next PDU's header, as it arrives
+        self.head_filled = 0
+        self.pdu: bytearray | None = None  # the PDU being received, header included
+        self.pdu_filled = 0
         self.established = False
         self.calling = ""
         self.peer = ("?", 0)
@@ -90,14 +93,34 @@ class FastAssociation(asyncio.Protocol):
         self.peer = transport.get_extra_info("peername") or ("?", 0)
         self._idle_handle = asyncio.get_running_loop().call_later(self.ctx.idle_timeout, self._check_idle)
 
-    def data_received(self, data: bytes) -> None:
+    # Reads go straight into the PDU they belong to (BufferedProtocol): first its 6-byte
+    # header, then the whole PDU, sized from it. A dataset's fragments are views of those PDUs:
+    # nothing received is copied before the dataset is gathered.
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.pdu is None:
+            return memoryview(self.head)[self.head_filled :]
+        return memoryview(self.pdu)[self.pdu_filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
         self.last_activity = time.monotonic()
-        if _QUICKACK is not None:
-            # ACK at once: a sender with Nagle's algorithm on (DCMTK as installed) holds
-            # its dataset PDU until the command PDU is acknowledged, ~40 ms otherwise.
-            self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         try:
-            self._drain_pdus(data)
+            if self.pdu is None:
+                self.head_filled += nbytes
+                if self.head_filled < 6:
+                    return
+                self.pdu = bytearray(self._pdu_length(self.head))
+                self.pdu[:6] = self.head
+                self.head_filled, self.pdu_filled = 0, 6
+            else:
+                self.pdu_filled += nbytes
+            if self.pdu_filled == len(self.pdu):
+                whole, self.pdu = self.pdu, None
+                if _QUICKACK is not None:
+                    # ACK at once: a sender with Nagle's algorithm on (DCMTK as installed)
+                    # holds its dataset PDU until the command PDU is acknowledged, ~40 ms otherwise.
+                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                self._on_pdu(whole[0], memoryview(whole))
         except pdu.ProtocolError as exc:
             self._abort(f"protocol error: {exc}", exc.reason)
         except Exception:
@@ -145,36 +168,6 @@ class FastAssociation(asyncio.Protocol):
             self._idle_handle = asyncio.get_running_loop().call_later(self.ctx.idle_timeout, self._check_idle)
 
     # -- PDUs ----------------------------------------------------------------------------
-
-    def _drain_pdus(self, data: bytes) -> None:
-        """Hand on every whole PDU: those inside ``data`` as views of it (fragments are kept
-        without copying), one begun in an earlier read completed in ``self.buf``."""
-        view = memoryview(data)
-        while self.buf:
-            header_only = len(self.buf) < 6  # its length is not known yet
-            need = 6 if header_only else self._pdu_length(self.buf)
-            take = need - len(self.buf)
-            self.buf += view[:take]
-            view = view[take:]
-            if len(self.buf) < need:  # this read ended inside it
-                return
-            if header_only:
-                continue
-            whole, self.buf = self.buf, bytearray()
-            self._on_pdu(whole[0], memoryview(whole))
-            if self.transport is None or self.transport.is_closing():
-                return
-        pos, end = 0, len(view)
-        while end - pos >= 6:
-            stop = pos + self._pdu_length(view[pos : pos + 6])
-            if stop > end:
-                break
-            self._on_pdu(view[pos], view[pos:stop])
-            if self.transport is None or self.transport.is_closing():
-                return
-            pos = stop
-        if pos < end:
-            self.buf += view[pos:]
 
     def _pdu_length(self, head) -> int:
         """The whole length of the PDU that ``head`` (at least 6 bytes) begins."""

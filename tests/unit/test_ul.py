@@ -128,18 +128,37 @@ class _Recorder(FastAssociation):
     """The fast path's framing alone: every whole PDU it hands on, copied as it was then."""
 
     def __init__(self, max_pdu: int) -> None:
-        super().__init__(FastPathContext(archive=None, supported={}, max_pdu=max_pdu, idle_timeout=60), sock=None)
+        super().__init__(FastPathContext(archive=None, supported={}, max_pdu=max_pdu, idle_timeout=60), sock=_Socket())
         self.transport = _OpenTransport()
         self.seen: list[bytes] = []
+        self.aborted: list[str] = []
+
+    def receive(self, data: bytes) -> None:
+        """``data`` as reads into the buffers the framer asks for, as uvloop does."""
+        view = memoryview(data)
+        while view:
+            buffer = self.get_buffer(-1)
+            n = min(len(buffer), len(view))
+            buffer[:n] = view[:n]
+            view = view[n:]
+            self.buffer_updated(n)
 
     def _on_pdu(self, pdu_type: int, whole) -> None:
         assert whole[0] == pdu_type
         self.seen.append(bytes(whole))
 
+    def _abort(self, why: str, reason: int) -> None:
+        self.aborted.append(why)
+
 
 class _OpenTransport:
     def is_closing(self) -> bool:
         return False
+
+
+class _Socket:
+    def setsockopt(self, *args) -> None:
+        pass
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -154,13 +173,14 @@ def test_pdus_are_framed_whatever_the_reads(seed):
     pos = 0
     while pos < len(stream):  # reads of 1 byte to several PDUs, cutting headers and bodies anywhere
         size = rng.choice([1, 2, 5, 6, 7, rng.randrange(1, 70000)])
-        framer._drain_pdus(stream[pos : pos + size])
+        framer.receive(stream[pos : pos + size])
         pos += size
-    assert framer.seen == pdus
-    assert not framer.buf
+    assert framer.seen == pdus and not framer.aborted
+    assert framer.pdu is None and framer.head_filled == 0
 
 
 def test_oversized_pdu_is_refused_before_it_arrives():
     framer = _Recorder(max_pdu=1000)
-    with pytest.raises(pdu.ProtocolError):
-        framer._drain_pdus(pdu.PDU_HEADER.pack(pdu.P_DATA_TF, 5000))
+    framer.receive(pdu.PDU_HEADER.pack(pdu.P_DATA_TF, 5000))
+    assert framer.aborted == ["protocol error: PDU of 5000 bytes exceeds the maximum we announced"]
+    assert framer.pdu is None, "a buffer was made for it"
