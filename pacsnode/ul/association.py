@@ -104,6 +104,10 @@ class FastAssociation(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.last_activity = time.monotonic()
+        if _QUICKACK is not None:
+            # ACK every read at once: a sender with Nagle's algorithm on (DCMTK as installed)
+            # holds its next segment until the last one is acknowledged, ~40 ms otherwise.
+            self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         try:
             if self.pdu is None:
                 self.head_filled += nbytes
@@ -116,10 +120,6 @@ class FastAssociation(asyncio.BufferedProtocol):
                 self.pdu_filled += nbytes
             if self.pdu_filled == len(self.pdu):
                 whole, self.pdu = self.pdu, None
-                if _QUICKACK is not None:
-                    # ACK at once: a sender with Nagle's algorithm on (DCMTK as installed)
-                    # holds its dataset PDU until the command PDU is acknowledged, ~40 ms otherwise.
-                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
                 self._on_pdu(whole[0], memoryview(whole))
         except pdu.ProtocolError as exc:
             self._abort(f"protocol error: {exc}", exc.reason)

@@ -2,8 +2,11 @@
 instances stored byte for byte, the same C-FIND answers; and its handling of bad peers."""
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
+import time
 from io import BytesIO
 
 import numpy as np
@@ -84,7 +87,8 @@ def test_stored_bytes_are_the_same(twins):
         assert split_part10(stored[0][f.sop_instance_uid])[1] == split_part10(f.path)[1], f.name
 
 
-def _large_instance(path, frames: int) -> None:
+def _multiframe(path, frames: int, side: int = 1024) -> str:
+    """A Multi-frame Grayscale Word SC file; its SOP Instance UID."""
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -92,18 +96,19 @@ def _large_instance(path, frames: int) -> None:
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.PatientID, ds.PatientName, ds.Modality = "LARGE", "Large^Multiframe", "OT"
-    ds.Rows = ds.Columns = 1024
+    ds.Rows = ds.Columns = side
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 15, 0, 1
     ds.PhotometricInterpretation, ds.NumberOfFrames = "MONOCHROME2", frames
-    ds.PixelData = np.random.default_rng(1).integers(0, 65535, (frames, 1024, 1024), dtype=np.uint16).tobytes()
+    ds.PixelData = np.random.default_rng(1).integers(0, 65535, (frames, side, side), dtype=np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
+    return ds.SOPInstanceUID
 
 
 def test_large_instance_is_spooled_to_disk(node_factory, tmp_path):
     node = node_factory(extra=["--workers", "1"])
     path = tmp_path / "large.dcm"
-    _large_instance(path, frames=24)  # 48 MiB: above the spool threshold
+    _multiframe(path, frames=24)  # 48 MiB: above the spool threshold
     f = describe(path)
     assert pynetdicom_store(node, [f]) == {path: "Success"}
     node.stop()
@@ -112,6 +117,27 @@ def test_large_instance_is_spooled_to_disk(node_factory, tmp_path):
         record = archive.index.get_instance(f.sop_instance_uid)
         assert archive.blobs.local_path(record.blob_id) is not None, "a large instance gets a file of its own"
         assert archive.check(f, split_part10(path)[1]) == []
+
+
+def test_a_sender_with_nagle_on_is_acknowledged_at_once(node_factory, tmp_path):
+    """storescu as installed (no TCP_NODELAY) holds a PDU's next segment until the one before
+    is acknowledged: unless the node ACKs every read at once, each instance waits for the
+    kernel's delayed ACK (~40 ms: 50 instances take ~2 s instead of ~0.1 s)."""
+    node = node_factory(extra=["--workers", "1"])
+    paths = [tmp_path / f"{n}.dcm" for n in range(50)]
+    uids = [_multiframe(path, frames=1, side=16) for path in paths]
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [dcmtk("storescu"), "-aec", node.ae_title, "127.0.0.1", str(node.port), *map(str, paths)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    node.stop()
+    with stored_archive(node) as archive:
+        assert len(archive.index.get_instances(uids)) == len(uids)
+    assert elapsed < 1.0, f"{elapsed:.2f} s for {len(uids)} instances: delayed ACKs"
 
 
 # -- bad peers ---------------------------------------------------------------------------
