@@ -1,7 +1,13 @@
 """What goes on the wire for a stored instance: its bytes as stored when the peer accepted
-that transfer syntax, otherwise converted to an uncompressed syntax the peer accepted."""
+that transfer syntax, otherwise converted to an uncompressed syntax the peer accepted.
+
+A large instance kept as a file of its own is not read here: it is sent from its file piece
+by piece (ul.stream), so that a retrieval never holds a whole 1 GB multi-frame instance.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Collection
 
 from pydicom.filebase import DicomBytesIO
@@ -14,6 +20,10 @@ from pacsnode.errors import PacsError
 
 if TYPE_CHECKING:
     from pacsnode.index.base import InstanceRecord
+    from pacsnode.storage.base import BlobStore
+
+# Instances kept as files of their own and larger than this are sent from their file.
+STREAM_ABOVE = 16 * 1024 * 1024
 
 
 _MAX_CONTEXTS = 128
@@ -28,14 +38,42 @@ def proposals_for(instances: list["InstanceRecord"]) -> list[tuple[str, list[str
     return (fallback[: _MAX_CONTEXTS // 2] + [(c, [t]) for c, t in exact])[:_MAX_CONTEXTS]
 
 
+@dataclass(frozen=True)
+class FileDataset:
+    """An encoded dataset in a file: ``length`` bytes from ``offset`` (after its file meta)."""
+
+    path: Path
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def stored_dataset(blobs: "BlobStore", record: "InstanceRecord") -> bytes | FileDataset:
+    """The stored Part 10 bytes, or where a large instance's dataset lies in its own file."""
+    path = blobs.local_path(record.blob_id) if record.size > STREAM_ABOVE else None
+    if path is None:
+        return blobs.read(record.blob_id)
+    with open(path, "rb") as fh:
+        _, offset = header.read_file_meta(fh.read(64 * 1024))
+    return FileDataset(path, offset, path.stat().st_size - offset)
+
+
 class NoAcceptedSyntaxError(PacsError):
     """The peer accepted neither the stored syntax nor one we can convert to."""
 
     dimse_status = 0xA702
 
 
-def dataset_for_peer(part10: bytes, stored_syntax: str, accepted: Collection[str]) -> tuple[str, bytes | memoryview]:
+def dataset_for_peer(
+    part10: bytes | FileDataset, stored_syntax: str, accepted: Collection[str]
+) -> tuple[str, bytes | memoryview | FileDataset]:
     """(transfer syntax, encoded dataset) to send; the stored bytes untouched when possible."""
+    if isinstance(part10, FileDataset):
+        if stored_syntax in accepted:
+            return stored_syntax, part10
+        part10 = part10.path.read_bytes()  # converting needs the whole of it
     _, offset = header.read_file_meta(part10)
     dataset = memoryview(part10)[offset:]
     if stored_syntax in accepted:

@@ -33,6 +33,7 @@ from pacsnode.ul import commands, pdu
 from pacsnode.ul.acse import Supported, negotiate, parse_associate_rq
 from pacsnode.ul.retrieve import Retrieval
 from pacsnode.ul.spool import IncomingDataset
+from pacsnode.ul.stream import write_message
 
 LOGGER = logging.getLogger("pacsnode.association")
 
@@ -397,10 +398,7 @@ class FastAssociation(asyncio.BufferedProtocol):
         await self.can_write.wait()
         if not self.connected:
             return None
-        self.transport.writelines(
-            pdu.p_data(context_id, True, command, self.peer_max_pdu)
-            + pdu.p_data_parts(context_id, False, dataset, self.peer_max_pdu)
-        )
+        await write_message(self.transport, self.can_write.wait, context_id, command, dataset, self.peer_max_pdu)
         try:
             return await asyncio.wait_for(waiter, self.ctx.idle_timeout)
         finally:

@@ -75,9 +75,12 @@ def p_data_message(context_id: int, command: bytes, dataset: bytes | None, max_p
     ]
 
 
-def p_data_parts(context_id: int, is_command: bool, payload, max_pdu: int) -> list[bytes | memoryview]:
+def p_data_parts(
+    context_id: int, is_command: bool, payload, max_pdu: int, last: bool = True
+) -> list[bytes | memoryview]:
     """The PDUs of ``p_data`` as (headers, fragment) pieces, fragments as views of ``payload``:
-    for a writev-style send (transport.writelines) of a dataset without copying it."""
+    for a writev-style send (transport.writelines) of a dataset without copying it.
+    ``last=False``: more of the message follows (no fragment carries the 'last' bit)."""
     room = (max_pdu - 6) if max_pdu else max(len(payload), 1)
     room = max(room, 1)
     parts: list[bytes | memoryview] = []
@@ -86,9 +89,9 @@ def p_data_parts(context_id: int, is_command: bool, payload, max_pdu: int) -> li
     while True:
         fragment = view[offset : offset + room]
         offset += len(fragment)
-        last = offset >= len(payload)
-        control = (0x01 if is_command else 0x00) | (0x02 if last else 0x00)
+        done = offset >= len(payload)
+        control = (0x01 if is_command else 0x00) | (0x02 if done and last else 0x00)
         pdv_length = len(fragment) + 2
         parts += (PDU_HEADER.pack(P_DATA_TF, pdv_length + 4) + _PDV_HEADER.pack(pdv_length, context_id, control), fragment)
-        if last:
+        if done:
             return parts

@@ -29,7 +29,7 @@ from pacsnode.dicom.status import (
 from pacsnode.dicom.uids import PATIENT_ROOT_GET, PATIENT_ROOT_MOVE
 from pacsnode.errors import PacsError
 from pacsnode.index.base import InstanceRecord
-from pacsnode.services.outgoing import dataset_for_peer, proposals_for
+from pacsnode.services.outgoing import dataset_for_peer, proposals_for, stored_dataset
 from pacsnode.ul import commands
 from pacsnode.ul.scu import StoreSCU
 
@@ -219,8 +219,8 @@ class Retrieval:
         return inst, self._read(inst)
 
     def _read(self, inst: InstanceRecord) -> asyncio.Future:
-        """The instance's Part 10 bytes, read in a thread."""
-        return asyncio.get_running_loop().run_in_executor(None, self.assoc.archive.blobs.read, inst.blob_id)
+        """The instance's Part 10 bytes (or, a large one, where its dataset lies), in a thread."""
+        return asyncio.get_running_loop().run_in_executor(None, stored_dataset, self.assoc.archive.blobs, inst)
 
     async def _send_one(
         self, sender: Sender, inst: InstanceRecord, originator: str | None, part10: asyncio.Future

@@ -18,6 +18,7 @@ from pynetdicom.pdu_primitives import (
 from pacsnode.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from pacsnode.ul import commands, pdu
 from pacsnode.ul.acse import APPLICATION_CONTEXT
+from pacsnode.ul.stream import write_message
 
 LOGGER = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ class _Client(asyncio.Protocol):
         self.buf = bytearray()
         self.pdus: asyncio.Queue = asyncio.Queue()
         self.transport: asyncio.Transport | None = None
+        self.can_write = asyncio.Event()
+        self.can_write.set()
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -48,8 +51,15 @@ class _Client(asyncio.Protocol):
             self.pdus.put_nowait((pdu_type, bytes(self.buf[: 6 + length])))
             del self.buf[: 6 + length]
 
+    def pause_writing(self) -> None:
+        self.can_write.clear()
+
+    def resume_writing(self) -> None:
+        self.can_write.set()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.can_write.set()
         self.pdus.put_nowait((None, b""))
 
 
@@ -109,10 +119,7 @@ class StoreSCU:
             raise ConnectionError("the association with the storage peer has ended")
         self.message_id = self.message_id % 65535 + 1
         command = commands.encode_store_request(self.message_id, sop_class_uid, sop_instance_uid, originator, originator_id)
-        self.client.transport.writelines(
-            pdu.p_data(context_id, True, command, self.peer_max_pdu)
-            + pdu.p_data_parts(context_id, False, dataset, self.peer_max_pdu)
-        )
+        await write_message(self.client.transport, self.client.can_write.wait, context_id, command, dataset, self.peer_max_pdu)
         parts = []
         while True:
             try:

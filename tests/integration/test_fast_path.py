@@ -25,8 +25,11 @@ from tests.integration.helpers import (
     blob_snapshot,
     describe,
     find_all,
+    getscu,
     identifier,
+    movescu,
     pynetdicom_store,
+    received_by_uid,
     run,
     split_part10,
     stored_archive,
@@ -117,6 +120,48 @@ def test_large_instance_is_spooled_to_disk(node_factory, tmp_path):
         record = archive.index.get_instance(f.sop_instance_uid)
         assert archive.blobs.local_path(record.blob_id) is not None, "a large instance gets a file of its own"
         assert archive.check(f, split_part10(path)[1]) == []
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+def _worker(node) -> int:
+    """The process serving associations of a node started with --workers 1 (its own, or the
+    one child it forked)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == node.proc.pid:
+                        children.append(int(entry))
+            except OSError:
+                continue
+    assert len(children) <= 1, children
+    return children[0] if children else node.proc.pid
+
+
+def test_large_instance_is_sent_from_its_file(node_factory, storescp_factory, tmp_path):
+    """C-MOVE and C-GET of a 48 MiB instance: it arrives byte for byte, read from its file a
+    few MB at a time (the sending worker's peak RSS grows by far less than the instance)."""
+    destination = storescp_factory(["+B"], ae_title="DEST")
+    node = node_factory(extra=["--workers", "1"], remotes={"DEST": destination.port})
+    path = tmp_path / "large.dcm"
+    _multiframe(path, frames=24)
+    f = describe(path)
+    assert pynetdicom_store(node, [f]) == {path: "Success"}
+    worker = _worker(node)
+    before = _peak_rss_mb(worker)
+    moved = movescu(node, "DEST", {"StudyInstanceUID": f.study_uid})
+    got = getscu(node, {"StudyInstanceUID": f.study_uid}, "STUDY", tmp_path / "got")
+    grew = _peak_rss_mb(worker) - before
+    dataset = split_part10(path)[1]
+    for result, folder in ((moved, destination.folder), (got, tmp_path / "got")):
+        assert result.final.get("status") == 0, result.output[-2000:]
+        assert split_part10(received_by_uid(folder)[f.sop_instance_uid])[1] == dataset
+    assert grew < 24, f"the worker's peak RSS grew by {grew:.0f} MB sending a 48 MB instance"
 
 
 def test_a_sender_with_nagle_on_is_acknowledged_at_once(node_factory, tmp_path):

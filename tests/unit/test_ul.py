@@ -1,6 +1,7 @@
 """The fast path's upper layer against pynetdicom's own encoders and decoders."""
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -10,8 +11,10 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from pacsnode.services.outgoing import FileDataset
 from pacsnode.ul import commands, pdu
 from pacsnode.ul.association import FastAssociation, FastPathContext
+from pacsnode.ul.stream import write_message
 
 
 def _pdata_pdus(message, context_id: int, max_pdu: int) -> list[bytes]:
@@ -184,3 +187,50 @@ def test_oversized_pdu_is_refused_before_it_arrives():
     framer.receive(pdu.PDU_HEADER.pack(pdu.P_DATA_TF, 5000))
     assert framer.aborted == ["protocol error: PDU of 5000 bytes exceeds the maximum we announced"]
     assert framer.pdu is None, "a buffer was made for it"
+
+
+class _Collector:
+    """A transport that keeps what is written; ``drains`` counts the waits for it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.drains = 0
+
+    def writelines(self, parts) -> None:
+        self.written.append(b"".join(bytes(p) for p in parts))
+
+    def is_closing(self) -> bool:
+        return False
+
+    async def writable(self) -> None:
+        self.drains += 1
+
+
+@pytest.mark.parametrize("max_pdu", [16384, 65536, 4 * 1024 * 1024 + 6, 1 << 24, 0])
+@pytest.mark.parametrize("size", [1, 4 * 1024 * 1024 - 5, 9 * 1024 * 1024 + 333])
+def test_a_dataset_sent_from_its_file_is_sent_in_pieces(tmp_path, max_pdu, size):
+    """Read piece by piece from a file (each piece once the transport has drained), a dataset
+    goes out as PDUs within the peer's maximum and no longer than a piece, carrying exactly
+    its bytes, the last bit on the final one only; up to 4 MB PDUs, the very PDUs of the same
+    bytes sent from memory."""
+    dataset = random.Random(size).randbytes(size)
+    path = tmp_path / "blob"
+    path.write_bytes(b"META" * 33 + dataset)
+    command = commands.encode_store_request(7, "1.2.840.10008.5.1.4.1.1.7", "1.2.3")
+    whole, streamed = _Collector(), _Collector()
+    asyncio.run(write_message(whole, whole.writable, 3, command, dataset, max_pdu))
+    asyncio.run(write_message(streamed, streamed.writable, 3, command, FileDataset(path, 132, size), max_pdu))
+    assert b"".join(whole.written) == b"".join(pdu.p_data(3, True, command, max_pdu) + pdu.p_data(3, False, dataset, max_pdu))
+    if max_pdu and max_pdu <= 4 * 1024 * 1024 + 6:
+        assert b"".join(streamed.written) == b"".join(whole.written)
+    stream, pos, payload, flags = b"".join(streamed.written), 0, [], []
+    while pos < len(stream):
+        length = pdu.PDU_HEADER.unpack_from(stream, pos)[1]
+        assert length <= (max_pdu or 1 << 32) and length <= 4 * 1024 * 1024 + 6  # the length field
+        for _, is_command, last, fragment in pdu.iter_pdvs(memoryview(stream)[pos + 6 : pos + 6 + length]):
+            if not is_command:
+                payload.append(bytes(fragment))
+                flags.append(last)
+        pos += 6 + length
+    assert b"".join(payload) == dataset and flags == [False] * (len(flags) - 1) + [True]
+    assert streamed.drains == len(streamed.written) - 1 >= 1 + (size > 4 * 1024 * 1024)
