@@ -145,6 +145,11 @@ def large_table(large: dict) -> list[str]:
                     str(large.get("processes", "?")), _f(large["idle_rss_MB"]), _f(large.get("idle_pss_MB")),
                     _f(large["peak_rss_MB"]), _f(large["peak_rss_MB"] - large["idle_rss_MB"]),
                     _f(large["max_process_hwm_MB"]), "yes" if large["ok"] else "NO"]])
+    get = large.get("get")
+    if get:
+        out += ["", f"Back out by C-GET (getscu `--ignore`): {_f(get['wall_s'], 2)} s, {_f(get['MB_per_s'])} MB/s, "
+                f"peak RSS {_f(get['peak_rss_MB'])} MB (tree), peak − idle {_f(get['peak_rss_MB'] - large['idle_rss_MB'])} MB, "
+                f"largest VmHWM of one process {_f(get['max_process_hwm_MB'])} MB, sent: {'yes' if get['ok'] else 'NO'}"]
     return out + [""]
 
 

@@ -429,6 +429,10 @@ def large_instance(ctx: Context, manifest: dict) -> dict:
         with procstat.PeakRss(node.pid, interval=0.01) as peak:
             wall, codes = clients.run_storescu(node.aet, node.port, [corpus.study_dirs(manifest)], ctx.logs, "large")
         stored = held(ctx, node)
+        # And back out: C-GET of it by getscu discarding what it receives.
+        with procstat.PeakRss(node.pid, interval=0.01) as get_peak:
+            get_wall, got = clients.getscu(node.aet, node.port, manifest["studies"][0]["study_uid"], None)
+        sent = clients.completed_suboperations("get", got, 1)
     finally:
         node.stop(clean=True)
     size = manifest["bytes"]
@@ -436,10 +440,15 @@ def large_instance(ctx: Context, manifest: dict) -> dict:
     res = {"size_MB": size / MB, "frames": manifest.get("frames"), "wall_s": wall, "MB_per_s": size / wall / MB,
            "idle_rss_MB": idle / MB, "idle_pss_MB": idle_pss / MB, "peak_rss_MB": peak.peak / MB,
            "processes": nprocs, "max_process_hwm_MB": peak.max_hwm / MB,
-           "goal": "peak RSS < 200 MB for a 1 GB instance", "stored": stored, "ok": ok}
+           "goal": "peak RSS < 200 MB for a 1 GB instance", "stored": stored, "ok": ok,
+           "get": {"wall_s": get_wall, "MB_per_s": size / get_wall / MB, "peak_rss_MB": get_peak.peak / MB,
+                   "max_process_hwm_MB": get_peak.max_hwm / MB, "sent": sent, "ok": sent == 1}}
     ctx.log(f"large instance {size / MB:.0f} MB into pacsnode: {wall:.1f} s, {res['MB_per_s']:.0f} MB/s, "
             f"RSS idle {res['idle_rss_MB']:.0f} MB, peak {res['peak_rss_MB']:.0f} MB "
             f"(largest VmHWM of one process {res['max_process_hwm_MB']:.0f})")
+    ctx.log(f"large instance back by C-GET: {get_wall:.1f} s, peak RSS {res['get']['peak_rss_MB']:.0f} MB")
     if not ok:
         ctx.problem(f"large instance: stored {stored}, storescu exit codes {codes}")
+    if sent != 1:
+        ctx.problem(f"large instance: C-GET sent {sent}: {(got.stdout + got.stderr)[-400:]}")
     return res
