@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from pacsnode.errors import DuplicateInstanceError
 from pacsnode.index.base import Index
 from pacsnode.services.digest import chunks_digest, part10_digest, same_kind
+from pacsnode.services.part10 import file_dataset
 from pacsnode.services.store import DUPLICATE, REPLACED, STORED, PendingInstance, StoreOutcome
 from pacsnode.storage.base import BlobStore
 from pacsnode.storage.inline import new_inline_id
@@ -212,7 +213,7 @@ def _same_content(held, item: PendingInstance) -> bool:
     if same_kind(held.digest, record.digest):
         return held.digest == record.digest
     if item.spooled is not None:
-        return part10_digest(item.spooled, record.transfer_syntax, like=held.digest) == held.digest
+        return part10_digest(file_dataset(item.spooled), record.transfer_syntax, like=held.digest) == held.digest
     return chunks_digest(item.chunks[1:], record.transfer_syntax, like=held.digest) == held.digest
 
 

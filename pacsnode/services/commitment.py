@@ -17,6 +17,7 @@ from pacsnode.dicom.status import (
 )
 from pacsnode.index.base import Index, InstanceRecord
 from pacsnode.services.digest import part10_digest
+from pacsnode.services.part10 import file_dataset
 from pacsnode.storage.base import BlobStore
 
 LOGGER = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ class CommitmentResult:
 def stored_digest(blobs: BlobStore, record: InstanceRecord) -> str:
     """Re-read the stored Part 10 blob and hash it the way its recorded digest was made."""
     path = blobs.local_path(record.blob_id)
-    return part10_digest(path or blobs.read(record.blob_id), record.transfer_syntax, like=record.digest)
+    source = file_dataset(path) if path is not None else blobs.read(record.blob_id)
+    return part10_digest(source, record.transfer_syntax, like=record.digest)
 
 
 def verify(index: Index, blobs: BlobStore, references: list[tuple[str, str]]) -> CommitmentResult:

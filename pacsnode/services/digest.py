@@ -11,11 +11,11 @@ checked, and newcomers compared with them, by SHA-256.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import xxhash
 
 from pacsnode._native import header
+from pacsnode.services.part10 import FileDataset
 
 XXH3 = "xxh3-128:"
 _CHUNK = 1 << 20
@@ -57,17 +57,15 @@ def chunks_digest(chunks, transfer_syntax: str, like: str | None = None) -> str:
     return digest.value()
 
 
-def part10_digest(source: bytes | Path, transfer_syntax: str, like: str | None = None) -> str:
-    """The digest of the dataset in Part 10 bytes or a Part 10 file (its file meta skipped)."""
+def part10_digest(source: bytes | FileDataset, transfer_syntax: str, like: str | None = None) -> str:
+    """The digest of the dataset in Part 10 bytes (its file meta skipped) or in a file."""
     digest = content_digest(transfer_syntax, like)
-    if not isinstance(source, Path):
+    if not isinstance(source, FileDataset):
         _, offset = header.read_file_meta(source)
         digest.update(memoryview(source)[offset:])
         return digest.value()
-    with open(source, "rb") as fh:
-        head = fh.read(64 * 1024)
-        _, offset = header.read_file_meta(head)
-        digest.update(memoryview(head)[offset:])
+    with open(source.path, "rb") as fh:
+        fh.seek(source.offset)
         while chunk := fh.read(_CHUNK):
             digest.update(chunk)
     return digest.value()

@@ -6,8 +6,6 @@ by piece (ul.stream), so that a retrieval never holds a whole 1 GB multi-frame i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Collection
 
 from pydicom.filebase import DicomBytesIO
@@ -17,6 +15,7 @@ from pydicom.filewriter import write_dataset
 from pacsnode._native import header
 from pacsnode.dicom.uids import EXPLICIT_VR_LE, IMPLICIT_VR_LE
 from pacsnode.errors import PacsError
+from pacsnode.services.part10 import FileDataset, file_dataset
 
 if TYPE_CHECKING:
     from pacsnode.index.base import InstanceRecord
@@ -38,26 +37,10 @@ def proposals_for(instances: list["InstanceRecord"]) -> list[tuple[str, list[str
     return (fallback[: _MAX_CONTEXTS // 2] + [(c, [t]) for c, t in exact])[:_MAX_CONTEXTS]
 
 
-@dataclass(frozen=True)
-class FileDataset:
-    """An encoded dataset in a file: ``length`` bytes from ``offset`` (after its file meta)."""
-
-    path: Path
-    offset: int
-    length: int
-
-    def __len__(self) -> int:
-        return self.length
-
-
 def stored_dataset(blobs: "BlobStore", record: "InstanceRecord") -> bytes | FileDataset:
     """The stored Part 10 bytes, or where a large instance's dataset lies in its own file."""
     path = blobs.local_path(record.blob_id) if record.size > STREAM_ABOVE else None
-    if path is None:
-        return blobs.read(record.blob_id)
-    with open(path, "rb") as fh:
-        _, offset = header.read_file_meta(fh.read(64 * 1024))
-    return FileDataset(path, offset, path.stat().st_size - offset)
+    return blobs.read(record.blob_id) if path is None else file_dataset(path)
 
 
 class NoAcceptedSyntaxError(PacsError):

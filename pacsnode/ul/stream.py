@@ -1,5 +1,5 @@
 """Sending a C-STORE request's PDUs: the dataset from memory, or from its file piece by piece
-(services.outgoing.FileDataset: a large instance), each piece read once the transport has
+(services.part10.FileDataset: a large instance), each piece read once the transport has
 taken the one before, so that only a few MB of it are ever held."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import os
 from typing import Awaitable, Callable
 
-from pacsnode.services.outgoing import FileDataset
+from pacsnode.services.part10 import FileDataset
 from pacsnode.ul import pdu
 
 _PIECE = 4 * 1024 * 1024

@@ -11,7 +11,7 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from pacsnode.services.outgoing import FileDataset
+from pacsnode.services.part10 import FileDataset
 from pacsnode.ul import commands, pdu
 from pacsnode.ul.association import FastAssociation, FastPathContext
 from pacsnode.ul.stream import write_message
