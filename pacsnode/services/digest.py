@@ -22,7 +22,8 @@ _CHUNK = 1 << 20
 
 
 class ContentDigest:
-    """A running digest; ``value()`` is what an index record holds."""
+    """A running digest, of the kind ``like`` (a recorded value) was made with if given;
+    ``value()`` is what an index record holds."""
 
     __slots__ = ("_hash", "_prefix")
 
@@ -39,11 +40,6 @@ class ContentDigest:
         return self._prefix + self._hash.hexdigest()
 
 
-def content_digest(transfer_syntax: str, like: str | None = None) -> ContentDigest:
-    """A new digest, of the kind ``like`` (a recorded value) was made with if given."""
-    return ContentDigest(transfer_syntax, like)
-
-
 def same_kind(a: str, b: str) -> bool:
     """Whether two recorded digests were made the same way (comparable as they are)."""
     return a.startswith(XXH3) == b.startswith(XXH3)
@@ -51,7 +47,7 @@ def same_kind(a: str, b: str) -> bool:
 
 def chunks_digest(chunks, transfer_syntax: str, like: str | None = None) -> str:
     """The digest of a dataset given as chunks."""
-    digest = content_digest(transfer_syntax, like)
+    digest = ContentDigest(transfer_syntax, like)
     for chunk in chunks:
         digest.update(chunk)
     return digest.value()
@@ -59,7 +55,7 @@ def chunks_digest(chunks, transfer_syntax: str, like: str | None = None) -> str:
 
 def part10_digest(source: bytes | FileDataset, transfer_syntax: str, like: str | None = None) -> str:
     """The digest of the dataset in Part 10 bytes (its file meta skipped) or in a file."""
-    digest = content_digest(transfer_syntax, like)
+    digest = ContentDigest(transfer_syntax, like)
     if not isinstance(source, FileDataset):
         _, offset = header.read_file_meta(source)
         digest.update(memoryview(source)[offset:])

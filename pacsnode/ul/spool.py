@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pacsnode.dicom.meta import build_file_meta
 from pacsnode.services.archive import Archive
-from pacsnode.services.digest import content_digest
+from pacsnode.services.digest import ContentDigest
 from pacsnode.ul import commands
 
 # Datasets above this size go to a spool file as they arrive instead of staying in memory.
@@ -22,7 +22,7 @@ class IncomingDataset:
         self.command = command
         self.transfer_syntax = transfer_syntax
         self.calling_aet = calling_aet
-        self.digest = content_digest(transfer_syntax) if command.field == commands.C_STORE_RQ else None
+        self.digest = ContentDigest(transfer_syntax) if command.field == commands.C_STORE_RQ else None
         self.fragments: list[memoryview] = []
         self.size = 0
         self.spool: Path | None = None
